@@ -1,0 +1,287 @@
+"""Run parameters: one YAML file per run, validated into frozen typed objects.
+
+Each section feeds one stage (catalog, observe, dataset, train, interpret, report); ``site``
+holds batch-system settings that never change a result. Unknown keys, wrong types and
+out-of-range values are rejected with one line naming the file, the key path, the value and
+what was expected. ``--set key.path=value`` overrides are parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ParamsError
+
+#: Pipeline order. A stage's results depend on the params of itself and every earlier stage.
+STAGES = ("catalog", "observe", "dataset", "train", "interpret", "report")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class RunParams(Section):
+    name: str = "hpcmass"
+    #: Global seed: every random draw derives from (seed, stage, unit), never from the rank.
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 20190101
+
+
+class CatalogParams(Section):
+    source: Literal["synthetic", "tng300"] = "synthetic"
+    n_clusters: Annotated[int, Field(ge=1, le=100_000)] = 329
+    log_m500c_min: Annotated[float, Field(ge=12.0, le=16.0)] = 13.57
+    log_m500c_max: Annotated[float, Field(ge=12.0, le=16.0)] = 15.06
+    #: Directory of TNG300 inputs (group catalogue + cutouts), for source=tng300.
+    tng_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _mass_range(self):
+        if self.log_m500c_max <= self.log_m500c_min:
+            raise _FieldError(("log_m500c_max",), self.log_m500c_max,
+                              f"a value > catalog.log_m500c_min ({self.log_m500c_min})")
+        return self
+
+
+class ObserveParams(Section):
+    redshift: Annotated[float, Field(gt=0.0, le=2.0)] = 0.05
+    exposure_ks: PosFloat = 100.0
+    #: Projection axes; the paper uses all three.
+    axes: tuple[Literal["x", "y", "z"], ...] = ("x", "y", "z")
+    image_pixels: Annotated[int, Field(ge=8, le=4096)] = 128
+    emin_kev: Annotated[float, Field(gt=0.0)] = 0.5
+    emax_kev: Annotated[float, Field(gt=0.0)] = 7.0
+
+    @model_validator(mode="after")
+    def _band(self):
+        if self.emax_kev <= self.emin_kev:
+            raise _FieldError(("emax_kev",), self.emax_kev, f"a value > observe.emin_kev ({self.emin_kev})")
+        return self
+
+
+class DatasetParams(Section):
+    n_folds: Annotated[int, Field(ge=3, le=100)] = 10
+
+
+class TrainParams(Section):
+    max_epochs: Annotated[int, Field(ge=1, le=100_000)] = 400
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 32
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 5e-4
+
+
+class InterpretParams(Section):
+    #: DeepDream-style steps: add the gradient of log M to the counts, clip negatives to 0, round.
+    iterations: Annotated[int, Field(ge=1, le=100)] = 2
+    #: "rms": the gradient is rescaled to an RMS of `step` counts per pixel before it is added (the
+    #: normalisation of the Keras filter-visualisation recipe the paper cites; a raw d log M / dN is
+    #: far below one count and would round away); "none": step x raw gradient.
+    gradient_norm: Literal["rms", "none"] = "rms"
+    step: PosFloat = 1.0
+    #: Radial Delta N / N profiles: equal bins in R/R500c out to radial_max_r500c.
+    radial_bins: Annotated[int, Field(ge=2, le=1000)] = 30
+    radial_max_r500c: PosFloat = 1.5
+    #: Figure 5's "small change" mask: |Delta N| <= small_change x N.
+    small_change: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.02
+    #: The response centre is the centroid of the top `response_top_fraction` pixels by |gradient|;
+    #: an image is flagged off-centre (the paper's Figure 6 outlier) when it lies beyond offcentre_r500c.
+    response_top_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.02
+    offcentre_r500c: PosFloat = 0.1
+
+
+class ReportParams(Section):
+    #: Bootstrap resamples (of clusters, keeping each cluster's views together) for fit uncertainties.
+    bootstrap_resamples: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
+    #: The paper's mass subset for a separate Gaussian fit [log10 Msun].
+    subset_log_m500c: Annotated[tuple[float, float], Field(strict=False)] = (14.0, 14.5)
+    #: Core-excised L_X aperture [R500c] and the Gaussian errors of its outer radius [fraction of R500c].
+    lx_inner_r500c: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
+    lx_outer_r500c: Annotated[float, Field(gt=0.0, le=5.0)] = 1.0
+    lx_aperture_errors: Annotated[tuple[Annotated[float, Field(ge=0.0, lt=0.5)], ...], Field(strict=False)] = (0.03, 0.05)
+    #: Clusters shown in Figure 1 (spread evenly over the mass ranking).
+    figure1_clusters: Annotated[int, Field(ge=1, le=64)] = 16
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.subset_log_m500c[1] <= self.subset_log_m500c[0]:
+            raise _FieldError(("subset_log_m500c",), list(self.subset_log_m500c), "[low, high] with high > low")
+        if self.lx_outer_r500c <= self.lx_inner_r500c:
+            raise _FieldError(("lx_outer_r500c",), self.lx_outer_r500c,
+                              f"a value > report.lx_inner_r500c ({self.lx_inner_r500c})")
+        return self
+
+
+class SiteParams(Section):
+    """Batch-system settings: where and how jobs run. Never part of a result's identity."""
+
+    launcher: Literal["mpirun", "srun"] = "mpirun"
+    partition: str | None = None
+    account: str | None = None
+    modules: tuple[str, ...] = ()
+
+
+class Params(Section):
+    run: RunParams = RunParams()
+    catalog: CatalogParams = CatalogParams()
+    observe: ObserveParams = ObserveParams()
+    dataset: DatasetParams = DatasetParams()
+    train: TrainParams = TrainParams()
+    interpret: InterpretParams = InterpretParams()
+    report: ReportParams = ReportParams()
+    site: SiteParams = SiteParams()
+
+    @model_validator(mode="after")
+    def _enough_clusters(self):
+        need = self.dataset.n_folds
+        if self.catalog.n_clusters < need:
+            raise _FieldError(
+                ("catalog", "n_clusters"),
+                self.catalog.n_clusters,
+                f"at least {need} clusters for dataset.n_folds={need} (one test cluster per fold)",
+            )
+        return self
+
+    def stage_identity(self, stage: str) -> dict[str, Any]:
+        """The params that determine ``stage``'s results: the seed and all sections up to it."""
+        upto = STAGES[: STAGES.index(stage) + 1]
+        return {"seed": self.run.seed, **{s: getattr(self, s).model_dump(mode="json") for s in upto}}
+
+    def stage_hash(self, stage: str) -> str:
+        text = json.dumps(self.stage_identity(stage), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class _FieldError(ValueError):
+    """Raised by cross-field checks to point at one key path (relative to the raising section)."""
+
+    def __init__(self, loc: tuple[str, ...], value: Any, expected: str):
+        super().__init__(expected)
+        self.loc, self.value, self.expected = loc, value, expected
+
+
+# --- YAML reading ------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e9 as a float (YAML 1.1 wants 1.0e+9) and rejects duplicate keys."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_scalar(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def apply_override(tree: dict, assignment: str) -> tuple[str, ...]:
+    """Apply one ``key.path=value`` to a nested dict; returns the key path."""
+    key, sep, value = assignment.partition("=")
+    path = tuple(p for p in key.strip().split("."))
+    if not sep or not all(path):
+        raise ParamsError(f"--set {assignment!r}: expected key.path=value, e.g. --set catalog.n_clusters=20")
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ParamsError(f"--set {assignment!r}: {part!r} is a value, not a section")
+        node = child
+    node[path[-1]] = parse_scalar(value)
+    return path
+
+
+def _describe(exc: ValidationError, source: str, overrides: dict[tuple[str, ...], str]) -> str:
+    err = exc.errors(include_url=False)[0]
+    ctx_err = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, _FieldError):
+        # Cross-field checks name their key relative to the section that raised them.
+        loc = tuple(str(p) for p in err["loc"]) + ctx_err.loc
+        value, expected = ctx_err.value, ctx_err.expected
+    else:
+        loc = tuple(str(p) for p in err["loc"])
+        value = err.get("input")
+        expected = _expected(err)
+    key = ".".join(loc) or "(top level)"
+    origin = next((f"--set {o}" for p, o in overrides.items() if loc[: len(p)] == p or p[: len(loc)] == loc), source)
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+    if err["type"] == "extra_forbidden":
+        return f"{origin}: unknown key {key!r}{tail}"
+    return f"{origin}: {key} = {value!r}: expected {expected}{tail}"
+
+
+def _expected(err: dict) -> str:
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    bounds = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
+              "less_than_equal": "<= {le}"}
+    if kind in bounds:
+        return "a value " + bounds[kind].format(**ctx)
+    if kind == "literal_error":
+        return "one of " + ctx.get("expected", "")
+    if kind == "missing":
+        return "a value (the key is required)"
+    msg = err["msg"].removeprefix("Input should be ")
+    return msg[0].lower() + msg[1:]
+
+
+def load_params(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read, override and validate a params file (None: all defaults). Raises ParamsError."""
+    tree: dict = {}
+    source = "(defaults)"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ParamsError(f"{path}: params file not found") from None
+        except OSError as e:
+            raise ParamsError(f"{path}: cannot read params file ({e.strerror})") from None
+        try:
+            tree = yaml.load(text, Loader=_Loader) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ParamsError(f"{path}:{where}: not valid YAML: {problem}") from None
+        if not isinstance(tree, dict):
+            raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(tree).__name__}")
+    done: dict[tuple[str, ...], str] = {}
+    for assignment in overrides:
+        done[apply_override(tree, assignment)] = assignment
+    try:
+        # JSON mode: strict types (no "20" for 20, no 2.5 for an int) while YAML lists fill tuples.
+        return Params.model_validate_json(json.dumps(tree, default=str))
+    except ValidationError as e:
+        raise ParamsError(_describe(e, source, done)) from None

@@ -1,0 +1,467 @@
+"""The checkpointed HDF5 store ``<workdir>/store.h5``: its layout lives here and nowhere else.
+
+Layout (layout version 1)::
+
+    /                       attrs: layout_version, created_utc, hpcmass_version
+    /<stage>/               one group per stage in params.STAGES order; attrs = provenance:
+                            params_yaml, params_hash, seed, versions (JSON), git_commit,
+                            created_utc, last_run_utc, last_run_ranks, n_runs, unit
+        done    int8[n]     per-unit state: 0 pending, 1 done, -1 failed; written last
+        error   S256[n]     why a unit failed (empty otherwise)
+        <data>              the stage's datasets, first axis = unit where per-unit
+
+Files beside the store (large or foreign-format products) sit in ``<workdir>/<stage>/``.
+
+Writing: every rank opens the file together (``mpio`` driver when h5py has MPI) and takes the
+same collective steps (open, create groups/datasets, write attributes, close); inside a stage
+each rank writes its own units independently. Datasets are contiguous and allocated at
+creation, so those independent writes touch raw data only, never HDF5 metadata: a job killed
+mid-stage leaves a readable file, and a unit's done flag is written after its data by the same
+process, so SIGKILL can lose a unit in progress but never mark an unfinished one done.
+
+One writer at a time: rank 0 holds ``store.h5.lock`` (host, pid, SLURM job) for the run; a
+lock whose process is gone (same host) or whose SLURM job was requeued is stale and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .errors import StageError, StoreError
+from .params import STAGES, Params
+
+LAYOUT_VERSION = 1
+STORE_NAME = "store.h5"
+
+#: The stage datasets: name -> (shape in named dimensions, dtype, meaning). Dimension names are
+#: given as keywords to :meth:`StageWriter.require`; ``n`` is always the stage's unit count.
+#: Stages create their datasets only through this table, so it is the whole layout.
+LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
+    "catalog": {  # unit: cluster
+        "cluster_id": (("n",), "i8", "catalogue index (TNG FoF group number, or synthetic index)"),
+        "log_m500c": (("n",), "f8", "log10 M500c [Msun], the training target"),
+        "r500c_kpc": (("n",), "f8", "R500c [physical kpc]"),
+        "center_ckpch": (("n", 3), "f8", "cluster centre in its cutout's coordinates [ckpc/h]"),
+        "cutout": (("n",), "S256", "gas cutout file, relative to the workdir (TNG/Arepo HDF5 layout)"),
+        "n_gas_cells": (("n",), "i8", "gas cells in the cutout (the observe stage's cost estimate)"),
+    },
+    "observe": {  # unit: cluster
+        "images": (("n", "axes", "pixels", "pixels"), "i4", "counts per pixel, emin-emax keV, axes x,y,z"),
+    },
+    "dataset": {  # unit: cluster
+        "fold": (("n",), "i2", "cross-validation fold of each cluster (mass-sorted, cyclic)"),
+    },
+    "train": {  # unit: fold
+        "pred_log_m500c": (("clusters", "views"), "f4", "test-fold prediction for every view of every cluster"),
+        "epoch_chosen": (("n",), "i4", "epoch whose model was kept"),
+        "criteria_met": (("n",), "i1", "1 if the validation stopping criteria were met"),
+    },
+}
+PENDING, DONE, FAILED = 0, 1, -1
+_ERROR_LEN = 256
+
+#: Distributions whose versions go into every stage's provenance.
+_PROVENANCE_PACKAGES = ("hpcmass", "numpy", "scipy", "h5py", "mpi4py", "astropy", "yt", "pyxsim", "soxs",
+                        "colossus", "tensorflow", "tf-keras", "horovod", "pydantic", "matplotlib")
+
+
+def store_path(workdir: str | Path) -> Path:
+    return Path(workdir) / STORE_NAME
+
+
+def stage_dir(workdir: str | Path, stage: str) -> Path:
+    """Directory for a stage's files that live beside the store."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    return Path(workdir) / stage
+
+
+def parallel_hdf5() -> bool:
+    return bool(h5py.get_config().mpi)
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for dist in _PROVENANCE_PACKAGES:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    versions["hdf5"] = h5py.version.hdf5_version
+    from mpi4py import MPI
+
+    versions["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
+    return versions
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
+
+
+# --- the writer lock ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LockInfo:
+    host: str
+    pid: int
+    stage: str
+    since: str
+    slurm_job: str | None
+
+    @classmethod
+    def mine(cls, stage: str) -> "_LockInfo":
+        return cls(socket.gethostname(), os.getpid(), stage, utc_now(), os.environ.get("SLURM_JOB_ID"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_reason(held: _LockInfo) -> str | None:
+    if held.slurm_job and held.slurm_job == os.environ.get("SLURM_JOB_ID") and held.pid != os.getpid():
+        return f"SLURM job {held.slurm_job} was requeued"
+    if held.host == socket.gethostname() and not _pid_alive(held.pid):
+        return f"process {held.pid} on {held.host} is gone"
+    return None
+
+
+@contextlib.contextmanager
+def writer_lock(path: Path, stage: str, log=None) -> Iterator[None]:
+    """Hold ``<store>.lock`` for the duration; refuse if another live writer holds it."""
+    lock = path.with_name(path.name + ".lock")
+    mine = _LockInfo.mine(stage)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                held = _LockInfo(**json.loads(lock.read_text()))
+            except (OSError, ValueError, TypeError):
+                raise StoreError(f"{lock}: unreadable lock file; if no hpcmass job uses {path}, delete it") from None
+            reason = _stale_reason(held)
+            if reason is None:
+                raise StoreError(
+                    f"{path} is being written by pid {held.pid} on {held.host} (stage {held.stage}, since "
+                    f"{held.since}{', SLURM job ' + held.slurm_job if held.slurm_job else ''}); wait for it to end, "
+                    f"or if it is dead delete {lock}"
+                )
+            if log:
+                log.warning("removing stale lock %s (%s)", lock, reason)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(mine.__dict__, fh)
+        break
+    else:
+        raise StoreError(f"{lock}: could not take the writer lock")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if json.loads(lock.read_text()).get("pid") == mine.pid:
+                lock.unlink()
+
+
+# --- opening -----------------------------------------------------------------------------------
+
+
+def _open_h5(path: Path, mode: str, comm) -> h5py.File:
+    kwargs = {}
+    if comm is not None and parallel_hdf5() and mode != "r":
+        kwargs = {"driver": "mpio", "comm": comm}
+    try:
+        return h5py.File(path, mode, **kwargs)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no store here; run `hpcmass catalog` with this --workdir first") from None
+    except OSError as e:
+        raise StoreError(
+            f"{path}: cannot open the store ({str(e).splitlines()[0]}); it may be truncated or not an HDF5 file. "
+            f"Move it aside and re-run from the first stage, or use another --workdir"
+        ) from None
+
+
+class StageWriter:
+    """One stage's group, opened for writing by every rank of ``comm``."""
+
+    def __init__(self, store: "Store", stage: str, n_units: int, unit: str):
+        self.store, self.stage, self.unit = store, stage, unit
+        self.group = store.file[stage]
+        self.n_units = n_units
+        self._done = self.group["done"]
+        self._error = self.group["error"]
+
+    def require_dataset(self, name: str, shape: tuple, dtype, fillvalue=None) -> h5py.Dataset:
+        """Create (collectively, all ranks alike) or reopen a contiguous, pre-allocated dataset."""
+        if name in self.group:
+            ds = self.group[name]
+            if ds.shape != tuple(shape) or ds.dtype != np.dtype(dtype):
+                raise StoreError(f"{self.store.path}: /{self.stage}/{name} has shape {ds.shape} {ds.dtype}, "
+                                 f"expected {tuple(shape)} {np.dtype(dtype)}; use --restart-from {self.stage}")
+            return ds
+        ds = self.group.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fillvalue, track_times=False)
+        # Collective flush: the new metadata reach the file now, so a job killed later leaves it readable.
+        self.store.file.flush()
+        return ds
+
+    def require(self, name: str, **dims: int) -> h5py.Dataset:
+        """Create or reopen a dataset declared in :data:`LAYOUT`, giving its dimension sizes."""
+        try:
+            shape_spec, dtype, _ = LAYOUT[self.stage][name]
+        except KeyError:
+            raise KeyError(f"/{self.stage}/{name} is not declared in hpcmass.store.LAYOUT") from None
+        dims.setdefault("n", self.n_units)
+        shape = tuple(d if isinstance(d, int) else dims[d] for d in shape_spec)
+        return self.require_dataset(name, shape, dtype)
+
+    def states(self) -> np.ndarray:
+        return self._done[...]
+
+    def pending(self) -> list[int]:
+        """Units not yet done (failed ones are retried)."""
+        return [int(i) for i in np.flatnonzero(self.states() != DONE)]
+
+    def mark_done(self, unit: int) -> None:
+        """Call after the unit's data are written; the flag is the last byte written for it."""
+        self._error[unit] = b""
+        self._done[unit] = DONE
+
+    def mark_failed(self, unit: int, reason: str) -> None:
+        self._error[unit] = reason.encode("utf-8", "replace")[: _ERROR_LEN - 1]
+        self._done[unit] = FAILED
+
+    def set_attrs(self, **attrs) -> None:
+        """Collective: every rank must call with the same values."""
+        for k, v in attrs.items():
+            self.group.attrs[k] = v
+        self.store.file.flush()
+
+    def summary(self) -> dict:
+        states = self.states()
+        errors = self._error[...]
+        return {
+            "done": int((states == DONE).sum()),
+            "failed": {int(i): errors[i].decode() for i in np.flatnonzero(states == FAILED)},
+            "total": self.n_units,
+        }
+
+
+class Store:
+    """An open ``store.h5``. Use :meth:`open_stage` to write a stage, :meth:`read` to inspect."""
+
+    def __init__(self, path: Path, file: h5py.File, comm=None):
+        self.path, self.file, self.comm = path, file, comm
+
+    # Reading ----------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.contextmanager
+    def read(cls, workdir: str | Path) -> Iterator["Store"]:
+        """Open read-only (no lock, no MPI driver): status, reports, tests."""
+        path = store_path(workdir)
+        with _open_h5(path, "r", None) as f:
+            yield cls(path, f)
+
+    def stage_state(self, stage: str) -> dict | None:
+        if stage not in self.file:
+            return None
+        g = self.file[stage]
+        states = g["done"][...]
+        return {
+            "done": int((states == DONE).sum()),
+            "failed": int((states == FAILED).sum()),
+            "total": int(states.size),
+            "unit": str(g.attrs.get("unit", "unit")),
+            "params_hash": str(g.attrs.get("params_hash", "")),
+            "last_run_utc": str(g.attrs.get("last_run_utc", "")),
+            "last_run_ranks": int(g.attrs.get("last_run_ranks", 0)),
+        }
+
+    def is_complete(self, stage: str) -> bool:
+        s = self.stage_state(stage)
+        return s is not None and s["done"] == s["total"]
+
+    def require_complete(self, stage: str, params_file: str | None = None) -> None:
+        """Raise StageError naming the command to run when ``stage`` is missing or unfinished."""
+        s = self.stage_state(stage)
+        if s is not None and s["done"] == s["total"]:
+            return
+        cmd = f"hpcmass {stage}" + (f" --params {params_file}" if params_file else "")
+        have = "has not been run" if s is None else f"has {s['done']}/{s['total']} {s['unit']}s done"
+        raise StageError(f"{self.path}: the {stage} stage {have}; run `{cmd}` with this --workdir first")
+
+    # Writing ----------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_stage(cls, workdir: str | Path, params: Params, stage: str, comm, *, n_units: int, unit: str,
+                   restart_from: str | None = None, log=None) -> Iterator[StageWriter]:
+        """Open the store on every rank of ``comm`` to write ``stage``; collective.
+
+        Takes the writer lock (rank 0), refuses a store whose earlier stages were made with other
+        params (unless ``restart_from`` discards them), creates or reopens the stage group and
+        records provenance. On exit every rank closes the file together.
+        """
+        workdir = Path(workdir)
+        path = store_path(workdir)
+        rank = comm.Get_rank()
+        lock_error = None
+        lock_cm = contextlib.nullcontext()
+        if rank == 0:
+            workdir.mkdir(parents=True, exist_ok=True)
+            lock_cm = writer_lock(path, stage, log)
+            try:
+                lock_cm.__enter__()
+            except StoreError as e:
+                lock_error = str(e)
+        lock_error = comm.bcast(lock_error, root=0)
+        if lock_error:
+            raise StoreError(lock_error)
+        try:
+            prov = comm.bcast(cls._provenance(params, stage, comm) if rank == 0 else None, root=0)
+            if rank == 0:
+                (workdir / "params.resolved.yaml").write_text(prov["params_yaml"])
+            # Decide (rank 0, from a serial read) what the collective open must do, so every rank agrees.
+            plan = comm.bcast(cls._plan(path, params, stage, restart_from) if rank == 0 else None, root=0)
+            if isinstance(plan, StoreError):
+                raise plan
+            with _open_h5(path, "a", comm) as f:
+                for s in plan["drop"]:
+                    del f[s]
+                if "layout_version" not in f.attrs:
+                    f.attrs["layout_version"] = LAYOUT_VERSION
+                    f.attrs["created_utc"] = prov["utc"]
+                    f.attrs["hpcmass_version"] = __version__
+                store = cls(path, f, comm)
+                writer = store._begin(stage, n_units, unit, prov)
+                try:
+                    yield writer
+                finally:
+                    writer.set_attrs(last_run_utc=comm.bcast(utc_now() if rank == 0 else None, root=0))
+        finally:
+            if rank == 0:
+                lock_cm.__exit__(None, None, None)
+
+    @staticmethod
+    def _provenance(params: Params, stage: str, comm) -> dict:
+        return {
+            "params_yaml": params.to_yaml(),
+            "params_hash": params.stage_hash(stage),
+            "params_identity": json.dumps(params.stage_identity(stage), sort_keys=True),
+            "seed": params.run.seed,
+            "versions": json.dumps(package_versions(), sort_keys=True),
+            "git_commit": git_commit(),
+            "utc": utc_now(),
+            "ranks": comm.Get_size(),
+        }
+
+    @staticmethod
+    def _plan(path: Path, params: Params, stage: str, restart_from: str | None):
+        """Which stage groups to drop; or the StoreError explaining why the store cannot be used."""
+        if restart_from is not None and restart_from not in STAGES:
+            return StoreError(f"--restart-from {restart_from!r}: expected one of {', '.join(STAGES)}")
+        if restart_from is not None and STAGES.index(restart_from) > STAGES.index(stage):
+            return StoreError(f"--restart-from {restart_from} comes after the {stage} stage; nothing to restart")
+        if not path.exists():
+            return {"drop": []}
+        try:
+            with h5py.File(path, "r") as f:
+                present = [s for s in STAGES if s in f]
+                stored = {s: (f[s].attrs.get("params_hash", ""), f[s].attrs.get("params_identity", "{}"))
+                          for s in present}
+        except OSError as e:
+            return StoreError(f"{path}: cannot open the store ({str(e).splitlines()[0]}); it may be truncated or "
+                              f"not an HDF5 file. Move it aside and re-run from the first stage, or use another --workdir")
+        drop = []
+        if restart_from is not None:
+            drop = [s for s in present if STAGES.index(s) >= STAGES.index(restart_from)]
+        for s in present:
+            if s in drop or STAGES.index(s) > STAGES.index(stage):
+                continue
+            if stored[s][0] != params.stage_hash(s):
+                changed = _diff(json.loads(stored[s][1]), params.stage_identity(s))
+                return StoreError(
+                    f"{path}: the {s} stage was made with other params ({changed}); re-run with "
+                    f"--restart-from {s} to discard it and every later stage, or use another --workdir"
+                )
+        # A stage made afresh invalidates whatever later stages the store still holds.
+        if stage not in present or stage in drop:
+            drop += [s for s in present if STAGES.index(s) > STAGES.index(stage) and s not in drop]
+        return {"drop": drop}
+
+    def _begin(self, stage: str, n_units: int, unit: str, prov: dict) -> StageWriter:
+        f = self.file
+        if stage not in f:
+            g = f.create_group(stage, track_order=True)
+            g.create_dataset("done", shape=(n_units,), dtype="i1", fillvalue=PENDING, track_times=False)
+            g.create_dataset("error", shape=(n_units,), dtype=f"S{_ERROR_LEN}", track_times=False)
+            for k in ("params_yaml", "params_hash", "params_identity", "seed", "versions", "git_commit"):
+                g.attrs[k] = prov[k]
+            g.attrs["created_utc"] = prov["utc"]
+            g.attrs["unit"] = unit
+            g.attrs["n_runs"] = 0
+        g = f[stage]
+        if g["done"].shape != (n_units,):
+            raise StoreError(f"{self.path}: /{stage} holds {g['done'].shape[0]} {unit}s, this run has {n_units}; "
+                             f"use --restart-from {stage}")
+        g.attrs["n_runs"] = int(g.attrs["n_runs"]) + 1
+        g.attrs["last_run_ranks"] = prov["ranks"]
+        g.attrs["last_run_versions"] = prov["versions"]
+        g.attrs["last_run_git_commit"] = prov["git_commit"]
+        f.flush()
+        return StageWriter(self, stage, n_units, unit)
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> str:
+    """Human summary of changed keys between two nested dicts: 'catalog.n_clusters: 20 -> 30'."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = _diff(a, b, name + ".")
+            if sub:
+                out.append(sub)
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return "; ".join(out)
+
+
+def status(workdir: str | Path) -> dict:
+    """Per-stage progress from the store alone (no params needed)."""
+    path = store_path(workdir)
+    if not path.exists():
+        return {"store": str(path), "exists": False, "stages": {s: None for s in STAGES}}
+    with Store.read(workdir) as store:
+        return {"store": str(path), "exists": True, "layout_version": int(store.file.attrs.get("layout_version", 0)),
+                "stages": {s: store.stage_state(s) for s in STAGES}}

@@ -1,0 +1,89 @@
+"""Params: every shipped file validates; bad input gives one line naming file, key, value, expectation."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpcmass.errors import ParamsError
+from hpcmass.params import STAGES, load_params
+from conftest import ROOT, hpcmass
+
+PARAM_FILES = sorted((ROOT / "params").glob("*.yaml"))
+
+
+def test_shipped_param_files_validate():
+    names = {p.stem for p in PARAM_FILES}
+    assert {"ci", "demo", "paper", "tng300"} <= names
+    for path in PARAM_FILES:
+        load_params(path)
+
+
+def test_paper_params_are_the_papers():
+    p = load_params(ROOT / "params" / "paper.yaml")
+    assert p.catalog.n_clusters == 329
+    assert (p.catalog.log_m500c_min, p.catalog.log_m500c_max) == (13.57, 15.06)
+    assert p.observe.redshift == 0.05 and p.observe.exposure_ks == 100.0
+    assert p.observe.image_pixels == 128 and (p.observe.emin_kev, p.observe.emax_kev) == (0.5, 7.0)
+    assert p.dataset.n_folds == 10 and p.train.max_epochs == 400 and p.train.learning_rate == 5e-4
+
+
+def test_params_are_frozen():
+    p = load_params(None)
+    with pytest.raises(Exception):
+        p.catalog.n_clusters = 3
+
+
+def test_overrides_parse_yaml_scalars_including_bare_exponents():
+    p = load_params(None, ["train.learning_rate=1e-3", "catalog.n_clusters=40", "observe.axes=[x, z]"])
+    assert p.train.learning_rate == 1e-3 and p.catalog.n_clusters == 40 and p.observe.axes == ("x", "z")
+
+
+def test_stage_hash_depends_on_upstream_sections_only():
+    a = load_params(None)
+    b = load_params(None, ["train.batch_size=64"])
+    assert all(a.stage_hash(s) == b.stage_hash(s) for s in ("catalog", "observe", "dataset"))
+    assert a.stage_hash("train") != b.stage_hash("train") and a.stage_hash("report") != b.stage_hash("report")
+    c = load_params(None, ["site.partition=gpu"])
+    assert all(a.stage_hash(s) == c.stage_hash(s) for s in STAGES)
+
+
+@pytest.mark.parametrize(
+    "yaml_text, overrides, expected",
+    [
+        ("catalog:\n  n_clusterz: 20\n", [], ["unknown key", "catalog.n_clusterz"]),
+        ("catalog:\n  n_clusters: twenty\n", [], ["catalog.n_clusters", "'twenty'", "integer"]),
+        ("train:\n  learning_rate: -1.0\n", [], ["train.learning_rate", "-1.0", "> 0"]),
+        ("observe:\n  axes: [x, w]\n", [], ["observe.axes.1", "'w'", "'x'"]),
+        ("catalog:\n  source: millennium\n", [], ["catalog.source", "'millennium'", "'synthetic'"]),
+        ("catalog:\n  n_clusters: 5\n", [], ["catalog.n_clusters", "5", "at least 10"]),
+        ("catalog: [1, 2\n", [], ["not valid YAML", "line"]),
+        ("train:\n  max_epochs: 3\n  max_epochs: 4\n", [], ["duplicate key 'max_epochs'"]),
+        ("run:\n  name: x\n", ["train.batch_size=0"], ["--set train.batch_size=0", "train.batch_size", ">= 1"]),
+        ("run:\n  name: x\n", ["train.batchsize=8"], ["--set train.batchsize=8", "unknown key"]),
+        ("run:\n  name: x\n", ["nonsense"], ["--set 'nonsense'", "key.path=value"]),
+    ],
+)
+def test_bad_params_give_one_line_and_exit_2(tmp_path, env, yaml_text, overrides, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml_text)
+    sets = [a for o in overrides for a in ("--set", o)]
+    proc = hpcmass("status", "--params", bad, *sets, "--workdir", tmp_path / "w", env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in expected:
+        assert fragment in lines[0], (fragment, lines[0])
+    if not overrides:
+        assert str(bad) in lines[0]
+
+
+def test_missing_params_file_names_it(tmp_path, env):
+    proc = hpcmass("status", "--params", tmp_path / "nope.yaml", env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"hpcmass status: error: {tmp_path / 'nope.yaml'}: params file not found"
+
+
+def test_load_params_raises_typed_error(tmp_path):
+    with pytest.raises(ParamsError, match=r"catalog.log_m500c_max"):
+        load_params(None, ["catalog.log_m500c_max=13.0"])
