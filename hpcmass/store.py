@@ -14,7 +14,10 @@ Files beside the store (large or foreign-format products) sit in ``<workdir>/<st
 
 Writing: every rank opens the file together (``mpio`` driver when h5py has MPI) and takes the
 same collective steps (open, create groups/datasets, write attributes, close); inside a stage
-each rank writes its own units independently. Datasets are contiguous and allocated at
+each rank writes its own units independently. Where h5py lacks MPI (or HPCMASS_STORE_SHARDS=1),
+each rank writes a shard file ``<workdir>/<stage>/shards/<stage>-<run>-r<rank>.h5`` with the same
+group layout, and rank 0 joins the shards' finished units into the store as HDF5 virtual
+datasets at the end of the stage (and at the start of the next run, so a killed run's units count). Datasets are contiguous and allocated at
 creation, so those independent writes touch raw data only, never HDF5 metadata: a job killed
 mid-stage leaves a readable file, and a unit's done flag is written after its data by the same
 process, so SIGKILL can lose a unit in progress but never mark an unfinished one done.
@@ -30,7 +33,9 @@ import datetime as _dt
 import json
 import os
 import socket
+import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -69,8 +74,29 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "epoch_chosen": (("n",), "i4", "epoch whose model was kept"),
         "criteria_met": (("n",), "i1", "1 if the validation stopping criteria were met"),
     },
+    "interpret": {  # unit: cluster; "steps" = iterations + 1 (the input first), radii in R500c
+        "pred_dream": (("n", "views", "steps"), "f4", "log10 M500c predicted for each view, then after each iteration"),
+        "profile": (("n", "views", "iterations", "bins"), "f4",
+                    "radial Delta N / N (N_t - N_0 over N_0, photon sums per annulus) of every view"),
+        "response_offset_r500c": (("n", "views"), "f4", "distance of the strongest gradient response from the centre"),
+        "off_centre": (("n", "views"), "i1", "1 if response_offset_r500c > interpret.offcentre_r500c"),
+        "dn_map": (("n", "iterations", "pixels", "pixels"), "i4", "Delta N = N_t - N_0 of view attrs['map_view']"),
+        "small_change_map": (("n", "iterations", "pixels", "pixels"), "i1",
+                             "1 where |Delta N| <= interpret.small_change x N_0 (view attrs['map_view'])"),
+        "profile_median": (("iterations", "bins"), "f4", "median profile over all views (written when all are done)"),
+        "profile_p16": (("iterations", "bins"), "f4", "16th percentile of the profiles"),
+        "profile_p84": (("iterations", "bins"), "f4", "84th percentile of the profiles"),
+    },
+    "report": {  # unit: the report (one); "apertures" = exact R500c, then each report.lx_aperture_errors
+        "lx_net_counts": (("clusters", "axes", "apertures"), "f8", "background-subtracted counts in the L_X annulus"),
+        "lx_covered": (("clusters", "axes", "apertures"), "f4", "fraction of the L_X annulus inside the image"),
+        "lx_erg_s": (("clusters", "axes", "apertures"), "f8", "core-excised L_X from the image [erg/s]"),
+        "lx_pred_log_m500c": (("clusters", "axes", "apertures"), "f4",
+                              "log10 M500c from the L_X-M power law of the cluster's test fold"),
+    },
 }
 PENDING, DONE, FAILED = 0, 1, -1
+_SHARDS_ANNOUNCED = False
 _ERROR_LEN = 256
 
 #: Distributions whose versions go into every stage's provenance.
@@ -91,6 +117,13 @@ def stage_dir(workdir: str | Path, stage: str) -> Path:
 
 def parallel_hdf5() -> bool:
     return bool(h5py.get_config().mpi)
+
+
+def sharded(comm) -> bool:
+    """Whether this run writes per-rank shard files instead of one parallel file."""
+    if comm is None or comm.Get_size() == 1:
+        return False
+    return not parallel_hdf5() or os.environ.get("HPCMASS_STORE_SHARDS") == "1"
 
 
 def utc_now() -> str:
@@ -193,12 +226,80 @@ def writer_lock(path: Path, stage: str, log=None) -> Iterator[None]:
                 lock.unlink()
 
 
+@contextlib.contextmanager
+def _collective_lock(path: Path, stage: str, comm, log) -> Iterator[None]:
+    """Rank 0 holds the writer lock while every rank works; a refusal is raised on all ranks."""
+    rank = comm.Get_rank()
+    error = None
+    lock_cm = writer_lock(path, stage, log) if rank == 0 else contextlib.nullcontext()
+    if rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_cm.__enter__()
+        except StoreError as e:
+            error = str(e)
+    error = comm.bcast(error, root=0)
+    if error:
+        raise StoreError(error)
+    try:
+        yield
+    finally:
+        if rank == 0:
+            lock_cm.__exit__(None, None, None)
+
+
+def _join_shards(f: h5py.File, stage: str, shard_dir: Path, log) -> None:
+    """Map every finished unit of every shard into the store's datasets (virtual), then its flags."""
+    g = f[stage]
+    states, errors = g["done"][...], g["error"][...]
+    sources: dict[str, list] = {}
+    for shard in sorted(shard_dir.glob(f"{stage}-*.h5")):
+        try:
+            sf = h5py.File(shard, "r")
+        except OSError:
+            if log:
+                log.warning("%s is unreadable (a rank was killed while creating it); its units will be redone", shard)
+            continue
+        with sf:
+            sg = sf[stage]
+            shard_states = sg["done"][...]
+            finished = np.flatnonzero(shard_states == DONE)
+            failed = np.flatnonzero((shard_states == FAILED) & (states != DONE))
+            errors[failed] = sg["error"][...][failed]
+            states[failed] = FAILED
+            states[finished], errors[finished] = DONE, b""
+            rel = os.path.relpath(shard, Path(f.filename).parent)
+            for name, ds in sg.items():
+                if name not in ("done", "error"):
+                    sources.setdefault(name, []).append((rel, shard, ds.shape, ds.dtype, finished))
+    for name, srcs in sources.items():
+        shape, dtype = srcs[0][2], srcs[0][3]
+        if name in g and not g[name].is_virtual:
+            # Written by an earlier parallel run of this stage: copy the shards' units in.
+            for _, shard, _, _, units in srcs:
+                with h5py.File(shard, "r") as sf:
+                    for u in units:
+                        g[name][u] = sf[stage][name][u]
+            continue
+        layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+        for rel, _, shp, _, units in srcs:
+            source = h5py.VirtualSource(rel, f"{stage}/{name}", shape=shp)
+            for u in units:
+                layout[u] = source[u]
+        if name in g:
+            del g[name]
+        g.create_virtual_dataset(name, layout, fillvalue=0)
+    f.flush()
+    g["done"][...], g["error"][...] = states, errors
+    f.flush()
+
+
 # --- opening -----------------------------------------------------------------------------------
 
 
 def _open_h5(path: Path, mode: str, comm) -> h5py.File:
     kwargs = {}
-    if comm is not None and parallel_hdf5() and mode != "r":
+    if comm is not None and parallel_hdf5() and mode != "r" and not sharded(comm):
         kwargs = {"driver": "mpio", "comm": comm}
     try:
         return h5py.File(path, mode, **kwargs)
@@ -214,12 +315,16 @@ def _open_h5(path: Path, mode: str, comm) -> h5py.File:
 class StageWriter:
     """One stage's group, opened for writing by every rank of ``comm``."""
 
-    def __init__(self, store: "Store", stage: str, n_units: int, unit: str):
+    def __init__(self, store: "Store", stage: str, n_units: int, unit: str, base_states: np.ndarray | None = None):
         self.store, self.stage, self.unit = store, stage, unit
         self.group = store.file[stage]
         self.n_units = n_units
         self._done = self.group["done"]
         self._error = self.group["error"]
+        # Shard mode: this rank's file holds only its own units; the store's states come from rank 0,
+        # and stage attributes wait for rank 0 to write them into the store at the join.
+        self._base_states = base_states
+        self.deferred_attrs: dict = {}
 
     def require_dataset(self, name: str, shape: tuple, dtype, fillvalue=None) -> h5py.Dataset:
         """Create (collectively, all ranks alike) or reopen a contiguous, pre-allocated dataset."""
@@ -229,6 +334,10 @@ class StageWriter:
                 raise StoreError(f"{self.store.path}: /{self.stage}/{name} has shape {ds.shape} {ds.dtype}, "
                                  f"expected {tuple(shape)} {np.dtype(dtype)}; use --restart-from {self.stage}")
             return ds
+        if self._base_states is not None:
+            # A shard stores only this rank's units: one chunk per unit keeps it sparse.
+            return self.group.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fillvalue, track_times=False,
+                                             chunks=(1, *shape[1:]) if shape else None)
         ds = self.group.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fillvalue, track_times=False)
         # Collective flush: the new metadata reach the file now, so a job killed later leaves it readable.
         self.store.file.flush()
@@ -245,7 +354,10 @@ class StageWriter:
         return self.require_dataset(name, shape, dtype)
 
     def states(self) -> np.ndarray:
-        return self._done[...]
+        local = self._done[...]
+        if self._base_states is None:
+            return local
+        return np.where(local != PENDING, local, self._base_states)
 
     def pending(self) -> list[int]:
         """Units not yet done (failed ones are retried)."""
@@ -255,20 +367,32 @@ class StageWriter:
         """Call after the unit's data are written; the flag is the last byte written for it."""
         self._error[unit] = b""
         self._done[unit] = DONE
+        if self._base_states is not None:
+            self.store.file.flush()  # a shard is a serial file: make the unit durable now
 
     def mark_failed(self, unit: int, reason: str) -> None:
         self._error[unit] = reason.encode("utf-8", "replace")[: _ERROR_LEN - 1]
         self._done[unit] = FAILED
+        if self._base_states is not None:
+            self.store.file.flush()
 
     def set_attrs(self, **attrs) -> None:
         """Collective: every rank must call with the same values."""
+        if self._base_states is not None:
+            self.deferred_attrs.update(attrs)
+            return
         for k, v in attrs.items():
             self.group.attrs[k] = v
         self.store.file.flush()
 
     def summary(self) -> dict:
+        """Collective: units done, failed (with reasons) and total over all ranks."""
         states = self.states()
         errors = self._error[...]
+        if self._base_states is not None:
+            for other_states, other_errors in self.store.comm.allgather((self._done[...], errors)):
+                states = np.where(other_states != PENDING, other_states, states)
+                errors = np.where(other_states == FAILED, other_errors, errors)
         return {
             "done": int((states == DONE).sum()),
             "failed": {int(i): errors[i].decode() for i in np.flatnonzero(states == FAILED)},
@@ -335,19 +459,7 @@ class Store:
         workdir = Path(workdir)
         path = store_path(workdir)
         rank = comm.Get_rank()
-        lock_error = None
-        lock_cm = contextlib.nullcontext()
-        if rank == 0:
-            workdir.mkdir(parents=True, exist_ok=True)
-            lock_cm = writer_lock(path, stage, log)
-            try:
-                lock_cm.__enter__()
-            except StoreError as e:
-                lock_error = str(e)
-        lock_error = comm.bcast(lock_error, root=0)
-        if lock_error:
-            raise StoreError(lock_error)
-        try:
+        with _collective_lock(path, stage, comm, log):
             prov = comm.bcast(cls._provenance(params, stage, comm) if rank == 0 else None, root=0)
             if rank == 0:
                 (workdir / "params.resolved.yaml").write_text(prov["params_yaml"])
@@ -355,22 +467,70 @@ class Store:
             plan = comm.bcast(cls._plan(path, params, stage, restart_from) if rank == 0 else None, root=0)
             if isinstance(plan, StoreError):
                 raise plan
+            if sharded(comm):
+                with cls._open_sharded(workdir, stage, comm, n_units, unit, prov, plan, log) as writer:
+                    yield writer
+                return
             with _open_h5(path, "a", comm) as f:
-                for s in plan["drop"]:
-                    del f[s]
-                if "layout_version" not in f.attrs:
-                    f.attrs["layout_version"] = LAYOUT_VERSION
-                    f.attrs["created_utc"] = prov["utc"]
-                    f.attrs["hpcmass_version"] = __version__
                 store = cls(path, f, comm)
+                store._prepare(plan, prov)
                 writer = store._begin(stage, n_units, unit, prov)
                 try:
                     yield writer
                 finally:
                     writer.set_attrs(last_run_utc=comm.bcast(utc_now() if rank == 0 else None, root=0))
+
+    @classmethod
+    @contextlib.contextmanager
+    def _open_sharded(cls, workdir: Path, stage: str, comm, n_units: int, unit: str, prov: dict, plan: dict,
+                      log) -> Iterator[StageWriter]:
+        """Shard mode: rank 0 keeps the store; every rank writes its units to its own shard file."""
+        global _SHARDS_ANNOUNCED
+        path = store_path(workdir)
+        rank = comm.Get_rank()
+        shard_dir = stage_dir(workdir, stage) / "shards"
+        base = None
+        if rank == 0:
+            if log and not _SHARDS_ANNOUNCED:
+                log.warning("h5py has no MPI support (or HPCMASS_STORE_SHARDS=1): each rank writes a shard file under "
+                            "%s, joined into %s as virtual datasets at the end of the stage", shard_dir, path)
+                _SHARDS_ANNOUNCED = True
+            for dropped in plan["drop"]:
+                shutil.rmtree(stage_dir(workdir, dropped) / "shards", ignore_errors=True)
+            with _open_h5(path, "a", None) as f:
+                store = cls(path, f)
+                store._prepare(plan, prov)
+                store._begin(stage, n_units, unit, prov)
+                _join_shards(f, stage, shard_dir, log)  # units a killed run finished
+                base = f[stage]["done"][...]
+            shard_dir.mkdir(parents=True, exist_ok=True)
+        base = comm.bcast(base, root=0)
+        shard = shard_dir / f"{stage}-{prov['run_id']}-r{rank}.h5"
+        try:
+            with h5py.File(shard, "w") as sf:
+                g = sf.create_group(stage)
+                g.create_dataset("done", shape=(n_units,), dtype="i1", fillvalue=PENDING)
+                g.create_dataset("error", shape=(n_units,), dtype=f"S{_ERROR_LEN}")
+                sf.flush()
+                writer = StageWriter(cls(shard, sf, comm), stage, n_units, unit, base_states=base)
+                yield writer
         finally:
+            comm.Barrier()
             if rank == 0:
-                lock_cm.__exit__(None, None, None)
+                with _open_h5(path, "a", None) as f:
+                    _join_shards(f, stage, shard_dir, log)
+                    for k, v in {**writer.deferred_attrs, "last_run_utc": utc_now()}.items():
+                        f[stage].attrs[k] = v
+
+    def _prepare(self, plan: dict, prov: dict) -> None:
+        """Drop the stages the plan discards; stamp a new file."""
+        f = self.file
+        for s in plan["drop"]:
+            del f[s]
+        if "layout_version" not in f.attrs:
+            f.attrs["layout_version"] = LAYOUT_VERSION
+            f.attrs["created_utc"] = prov["utc"]
+            f.attrs["hpcmass_version"] = __version__
 
     @staticmethod
     def _provenance(params: Params, stage: str, comm) -> dict:
@@ -383,6 +543,7 @@ class Store:
             "git_commit": git_commit(),
             "utc": utc_now(),
             "ranks": comm.Get_size(),
+            "run_id": uuid.uuid4().hex[:10],
         }
 
     @staticmethod

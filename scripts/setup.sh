@@ -60,7 +60,7 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$CONST
 export TF_USE_LEGACY_KERAS=1
 
 log "build tools and mpi4py (against $(command -v mpicc))"
-"${PIP[@]}" pip wheel setuptools Cython pkgconfig packaging numpy
+"${PIP[@]}" wheel setuptools Cython pkgconfig packaging numpy
 MPICC="$(command -v mpicc)" "${PIP[@]}" --no-binary=mpi4py mpi4py
 
 log "scientific stack (tensorflow, tf-keras, pyxsim, soxs, yt, astropy, colossus, ...)"

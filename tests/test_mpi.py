@@ -83,3 +83,25 @@ def test_version_and_module_entry_point():
 
     proc = hpcmass("--version", check=True)
     assert proc.stdout.strip() == f"hpcmass {__version__}"
+
+
+def test_shard_files_joined_by_virtual_datasets(tmp_path, farmed):
+    """Where h5py lacks MPI each rank writes a shard; the store maps them as virtual datasets."""
+    from conftest import base_env
+
+    env = dict(base_env(tmp_path), HPCMASS_STORE_SHARDS="1")
+    wd = tmp_path / "work"
+    proc = mpirun(2, FARM, wd, 40, "--exit-after", "4", env=env, timeout=120)
+    assert proc.returncode != 0
+    proc = mpirun(3, FARM, wd, 40, env=env, check=True, timeout=120)
+    assert "done 40/40 failed 0" in proc.stdout
+    assert "h5py has no MPI support (or HPCMASS_STORE_SHARDS=1)" in proc.stderr
+    shards = sorted((wd / "catalog" / "shards").glob("catalog-*.h5"))
+    assert len(shards) == 5  # 2 ranks of the killed run + 3 of the resumed one
+    # Read from another directory: the virtual datasets' shard paths are relative to the store.
+    moved = tmp_path / "moved"
+    wd.rename(moved)
+    with h5py.File(store_path(moved), "r") as f:
+        assert f["catalog/values"].is_virtual
+        np.testing.assert_array_equal(f["catalog/values"][...], farmed[1][0])
+        assert (f["catalog/done"][...] == 1).all()
