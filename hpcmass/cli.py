@@ -80,7 +80,7 @@ def resolve_workdir(args, params) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
-    from .mpi import get_logger, install_excepthook, world
+    from .mpi import EXIT_STOPPED, get_logger, install_excepthook, install_stop_handler, stop_requested, world
     from .params import load_params
 
     comm = world()
@@ -89,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, args.overrides)
         args.workdir = resolve_workdir(args, params)
         install_excepthook(comm)
-        return int(modules[args.command].run(args, params, comm) or 0)
+        install_stop_handler()
+        rc = int(modules[args.command].run(args, params, comm) or 0)
+        if stop_requested():
+            log.warning("stopped early on %s: finished units are in the store; re-run (or requeue) to resume",
+                        stop_requested())
+            return EXIT_STOPPED
+        return rc
     except HpcmassError as e:
         if comm.Get_rank() == 0:
             print(f"hpcmass {args.command}: error: {e}", file=sys.stderr)

@@ -7,6 +7,9 @@
 - ``get_logger``/``progress``: rank and elapsed time in every line, INFO and bars on rank 0.
 - ``dynamic_tasks``: tasks taken most expensive first through an MPI RMA fetch-and-add counter
   held by rank 0, which works too; no coordinator rank sits idle.
+- ``stop_requested``: set by SIGUSR1 (SLURM's warning before the time limit, forwarded by the job
+  script) or SIGTERM; work loops finish the unit in hand and take no new one, so the stage closes
+  the store cleanly and a requeued job resumes.
 
 Science code never sees a communicator: stages pass ``comm`` explicitly at call time.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -48,6 +52,26 @@ def install_excepthook(comm) -> None:
         comm.Abort(1)
 
     sys.excepthook = hook
+
+
+#: Exit code of a stage that stopped early on request (time limit): its work is resumable.
+EXIT_STOPPED = 75
+_STOP = {"signal": None}
+
+
+def _request_stop(signum, frame):
+    _STOP["signal"] = signal.Signals(signum).name
+
+
+def install_stop_handler() -> None:
+    """Turn SIGUSR1/SIGTERM into a request to stop after the unit in hand."""
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, _request_stop)
+
+
+def stop_requested() -> str | None:
+    """The name of the signal that asked this process to stop, or None."""
+    return _STOP["signal"]
 
 
 class _RankFilter(logging.Filter):
@@ -127,6 +151,7 @@ def dynamic_tasks(comm, tasks: Sequence, costs: Sequence[float] | None = None) -
 
     Collective: every rank must call it with the same tasks and costs, and iterate to the end.
     Which rank runs a task depends on timing, so results must depend only on the task.
+    After a stop request (``stop_requested``) no new task is claimed.
     """
     order = list(range(len(tasks)))
     if costs is not None:
@@ -134,8 +159,10 @@ def dynamic_tasks(comm, tasks: Sequence, costs: Sequence[float] | None = None) -
         order.sort(key=lambda i: -float(costs[i]))
     if comm.Get_size() == 1:
         for i in order:
+            if stop_requested():
+                return
             yield tasks[i]
         return
     with SharedCounter(comm) as counter:
-        while (k := counter.next()) < len(order):
+        while not stop_requested() and (k := counter.next()) < len(order):
             yield tasks[order[k]]

@@ -105,3 +105,27 @@ def test_shard_files_joined_by_virtual_datasets(tmp_path, farmed):
         assert f["catalog/values"].is_virtual
         np.testing.assert_array_equal(f["catalog/values"][...], farmed[1][0])
         assert (f["catalog/done"][...] == 1).all()
+
+
+def test_stop_signal_finishes_unit_in_hand_and_resumes(tmp_path, farmed):
+    """SIGUSR1 (SLURM's time-limit warning) stops the farm cleanly; a re-run completes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import base_env
+
+    cmd = ["mpirun", "-n", "2", "-x", "PYTHONPATH", sys.executable, str(FARM), str(tmp_path), "40",
+           "--default-sleep", "0.25"]
+    proc = subprocess.Popen(cmd, env=base_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    _, _, done = _read(tmp_path)
+    assert 0 < done.sum() < 40 and f"done {done.sum()}/40" in out
+    mpirun(2, FARM, tmp_path, 40, check=True, timeout=120)
+    values, _, done = _read(tmp_path)
+    assert (done == 1).all()
+    np.testing.assert_array_equal(values, farmed[1][0])

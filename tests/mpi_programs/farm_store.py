@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from hpcmass.mpi import dynamic_tasks, get_logger, install_excepthook, progress, world
+from hpcmass.mpi import (EXIT_STOPPED, dynamic_tasks, get_logger, install_excepthook, install_stop_handler,
+                         progress, stop_requested, world)
 from hpcmass.params import load_params
 from hpcmass.seeding import rng
 from hpcmass.store import Store
@@ -22,10 +23,12 @@ def main():
     ap.add_argument("n_units", type=int)
     ap.add_argument("--sleep-unit", action="append", default=[])
     ap.add_argument("--fail-unit", type=int, action="append", default=[])
+    ap.add_argument("--default-sleep", type=float, default=0.01)
     ap.add_argument("--exit-after", type=int, default=None, help="hard-exit this rank after M units")
     a = ap.parse_args()
     comm = world()
     install_excepthook(comm)
+    install_stop_handler()
     log = get_logger(comm)
     params = load_params(None, [f"catalog.n_clusters={a.n_units}", "dataset.n_folds=3", "run.seed=7"])
     sleeps = {int(k): float(v) for k, v in (s.split(":") for s in a.sleep_unit)}
@@ -37,7 +40,7 @@ def main():
         done_here = 0
         with progress(comm, len(todo), "units") as bar:
             for unit in dynamic_tasks(comm, todo, costs):
-                time.sleep(sleeps.get(unit, 0.01))
+                time.sleep(sleeps.get(unit, a.default_sleep))
                 if unit in a.fail_unit:
                     st.mark_failed(unit, f"unit {unit} asked to fail")
                     continue
@@ -52,7 +55,7 @@ def main():
         summary = st.summary()
     if comm.Get_rank() == 0:
         print(f"done {summary['done']}/{summary['total']} failed {len(summary['failed'])}")
-    return 0
+    return EXIT_STOPPED if stop_requested() else 0
 
 
 if __name__ == "__main__":
