@@ -70,13 +70,30 @@ class ObserveParams(Section):
 
 
 class DatasetParams(Section):
+    #: Clusters sorted by mass, dealt cyclically to folds; fold k tests, k+1 validates, the rest train.
     n_folds: Annotated[int, Field(ge=3, le=100)] = 10
+    #: Transform of the counts, applied inside the model (gradients stay w.r.t. raw counts). The paper
+    #: states none. Default log1p: counts span 0 to ~10^3 per pixel and total counts ~2 dex across the
+    #: mass range, so raw counts make log M a strongly non-linear function of the input; log1p is
+    #: invertible (keeps all information) and makes brightness enter linearly. "none" = raw counts.
+    scaling: Literal["none", "log1p", "asinh"] = "log1p"
 
 
 class TrainParams(Section):
     max_epochs: Annotated[int, Field(ge=1, le=100_000)] = 400
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = 32
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 5e-4
+    #: Stopping rule on the validation fold, δ = log M_pred − log M_true over every view (paper):
+    #: stop after the first epoch with max|δ| < 0.3, |median δ| < 0.02 and slope of the best-fit line
+    #: of predicted against true log M > 0.9; otherwise keep the model at max_epochs.
+    stop_max_abs_delta: PosFloat = 0.3
+    stop_max_abs_median: PosFloat = 0.02
+    stop_min_slope: PosFloat = 0.9
+    #: Horovod: every rank takes batch_size images per step (global batch = batch_size × ranks);
+    #: "linear" multiplies learning_rate by the number of ranks (Goyal et al. 2017), "none" keeps it.
+    horovod_lr_scaling: Literal["linear", "none"] = "linear"
+    #: tf.config.experimental.enable_op_determinism(): bit-identical reruns and resumes (slower on GPU).
+    deterministic: bool = False
 
 
 class InterpretParams(Section):
@@ -120,13 +137,50 @@ class ReportParams(Section):
         return self
 
 
+SlurmTime = Annotated[str, Field(pattern=r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")]
+
+
+class JobResources(Section):
+    """One stage's SLURM request."""
+
+    ntasks: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    time: SlurmTime = "01:00:00"
+    #: Generic resources per node, e.g. "gpu:1" for training.
+    gres: str | None = None
+    nodes: Annotated[int, Field(ge=1)] | None = None
+
+
 class SiteParams(Section):
     """Batch-system settings: where and how jobs run. Never part of a result's identity."""
 
     launcher: Literal["mpirun", "srun"] = "mpirun"
     partition: str | None = None
     account: str | None = None
+    #: Environment modules loaded by every job script before anything runs.
     modules: tuple[str, ...] = ()
+    #: Virtual environment holding hpcmass on the compute nodes (default: the checkout's .venv).
+    venv: str | None = None
+    #: Seconds before the time limit at which SLURM warns a job (SIGUSR1): the stage finishes the
+    #: unit in hand, flushes the store and is requeued to resume.
+    warning_seconds: Annotated[int, Field(ge=10, le=86_400)] = 300
+    catalog: JobResources = JobResources(ntasks=1, time="01:00:00")
+    observe: JobResources = JobResources(ntasks=32, time="12:00:00")
+    dataset: JobResources = JobResources(ntasks=1, time="00:20:00")
+    #: Per fold (one array task each); ntasks > 1 trains the fold with Horovod over that many ranks.
+    train: JobResources = JobResources(ntasks=1, time="24:00:00", gres="gpu:1")
+    interpret: JobResources = JobResources(ntasks=4, time="02:00:00")
+    report: JobResources = JobResources(ntasks=1, time="00:30:00")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_job_defaults(cls, data):
+        # A partial `site.observe: {time: ...}` keeps the stage's other defaults (ntasks=32, ...).
+        if isinstance(data, dict):
+            data = dict(data)
+            for stage in STAGES:
+                if isinstance(data.get(stage), dict):
+                    data[stage] = {**cls.model_fields[stage].default.model_dump(), **data[stage]}
+        return data
 
 
 class Params(Section):

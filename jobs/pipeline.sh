@@ -27,8 +27,7 @@ print("\n".join(n for n, _ in available_commands() if n in STAGES))')
 start=$SECONDS
 for stage in "${STAGES[@]}"; do
     echo "=== hpcmass $stage ($RANKS ranks) ==="
-    ${MPIRUN:-mpirun} -n "$RANKS" ${MPIRUN_ARGS:-} -x TF_USE_LEGACY_KERAS -x XDG_CONFIG_HOME \
-        "$VENV/bin/hpcmass" "$stage" "${ARGS[@]}"
+    VENV="$VENV" "$ROOT/jobs/stage.sh" "$stage" --ranks "$RANKS" "${ARGS[@]}"
 done
 "$VENV/bin/hpcmass" status "${ARGS[@]}"
 echo "pipeline finished in $((SECONDS - start)) s"

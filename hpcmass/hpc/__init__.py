@@ -1,0 +1,1 @@
+"""Batch-system orchestration: submitting the stage chain to SLURM."""
