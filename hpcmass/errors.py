@@ -19,6 +19,10 @@ class StoreError(HpcmassError):
     exit_code = 2
 
 
+class StoreBusyError(StoreError):
+    """Another live process holds the store (writer lock or HDF5 file lock); retrying later can succeed."""
+
+
 class StageError(HpcmassError):
     """A stage cannot run: an earlier stage is missing, or some units failed."""
 

@@ -44,12 +44,33 @@ class CatalogParams(Section):
     log_m500c_max: Annotated[float, Field(ge=12.0, le=16.0)] = 15.06
     #: Directory of TNG300 inputs (group catalogue + cutouts), for source=tng300.
     tng_dir: str | None = None
+    #: TNG simulation and snapshot (99 = z=0) that `hpcmass fetch-tng` downloads and source=tng300 reads.
+    tng_simulation: str = "TNG300-1"
+    tng_snapshot: Annotated[int, Field(ge=0, le=99)] = 99
+    # Synthetic sample (source=synthetic). Masses: the halo mass function (colossus tinker08, 500c) or
+    # flat in log M; periodic box of TNG300's side [ckpc/h].
+    mass_function: Literal["tinker08", "flat"] = "tinker08"
+    box_size_ckpch: Annotated[float, Field(ge=1e3, le=1e7)] = 205_000.0
+    #: Gas cell mass [Msun] (TNG300-1: 1.1e7); clusters that would need more than max_gas_cells get
+    #: proportionally heavier cells; the cutout reaches r_max_r500 x R500c.
+    cell_mass_msun: Annotated[float, Field(ge=1e5, le=1e12)] = 1.1e7
+    max_gas_cells: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 20_000_000
+    r_max_r500: Annotated[float, Field(ge=1.0, le=5.0)] = 2.0
+    #: Population: share of strong cool cores, log-normal scatter of f_gas(<R500) and of c500,
+    #: mean number of infalling gas-rich groups, share of clusters placed across a box face.
+    cool_core_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
+    f_gas_scatter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.07
+    concentration_scatter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    substructure_mean: Annotated[float, Field(ge=0.0, le=50.0)] = 3.0
+    edge_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
 
     @model_validator(mode="after")
     def _mass_range(self):
         if self.log_m500c_max <= self.log_m500c_min:
             raise _FieldError(("log_m500c_max",), self.log_m500c_max,
                               f"a value > catalog.log_m500c_min ({self.log_m500c_min})")
+        if self.source == "tng300" and not self.tng_dir:
+            raise _FieldError(("tng_dir",), self.tng_dir, "the directory of the TNG300 inputs (source is tng300)")
         return self
 
 
@@ -61,11 +82,58 @@ class ObserveParams(Section):
     image_pixels: Annotated[int, Field(ge=8, le=4096)] = 128
     emin_kev: Annotated[float, Field(gt=0.0)] = 0.5
     emax_kev: Annotated[float, Field(gt=0.0)] = 7.0
+    #: Only gas hotter than this and not star-forming (StarFormationRate == 0) emits.
+    kt_min_kev: Annotated[float, Field(gt=0.0, lt=10.0)] = 0.1
+    #: Foreground (galactic) absorption: column density in 1e22 cm^-2 (paper: 4e20 cm^-2) and model.
+    nh_1e22: Annotated[float, Field(ge=0.0, le=10.0)] = 0.04
+    absorb_model: Literal["wabs", "tbabs"] = "wabs"
+    #: Solar abundance table the gas metallicity (a mass fraction) is measured against; TNG's
+    #: GFM_Metallicity follows Asplund et al. 2009.
+    abund_table: Literal["angr", "aspl", "wilm", "lodd", "feld"] = "aspl"
+    #: pyXSIM's spectral grid for photon energies (observer frame); 5 eV bins, far below ACIS's
+    #: ~100 eV resolution (pyXSIM's cost per cell grows with the bin count).
+    spectrum_emin_kev: Annotated[float, Field(gt=0.0)] = 0.1
+    spectrum_emax_kev: Annotated[float, Field(gt=0.0, le=50.0)] = 10.0
+    spectrum_bins: Annotated[int, Field(ge=100, le=100_000)] = 2_000
+    #: Collecting area for pyXSIM's photons; null = the instrument ARF's peak (the least SOXS accepts).
+    photon_area_cm2: PosFloat | None = None
+    #: Gas within this many R500c of the centre (a cube) is projected; at least the whole field of view.
+    region_r500: Annotated[float, Field(gt=0.0, le=20.0)] = 3.0
+    # The paper's simplified ACIS-I: 20' square field, no chip gaps, 0.5" pixels, Gaussian PSF.
+    fov_arcmin: Annotated[float, Field(gt=0.0, le=120.0)] = 20.0
+    detector_pixel_arcsec: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
+    psf_fwhm_arcsec: Annotated[float, Field(ge=0.0, le=600.0)] = 0.5
+    dither: bool = False
+    particle_background: bool = True
+    #: Galactic foreground: auto = when SOXS's APEC tables are staged (the approximate table cannot
+    #: model a 0.1-0.2 keV plasma's line emission); true = demand them; false = none.
+    foreground: bool | Literal["auto"] = "auto"
+    #: SOXS's cosmic point-source background (not in the paper).
+    point_sources: bool = False
+    #: auto = SOXS's files when `hpcmass stage-data` put them in data_dir, else the suite's own labelled
+    #: approximations; soxs = demand the real files; approximate = always the approximations.
+    data: Literal["auto", "soxs", "approximate"] = "auto"
+    data_dir: str = "data/soxs"
+    #: Keep each observation's SOXS event list as a FITS event file in <workdir>/observe/events/.
+    keep_events: bool = False
 
     @model_validator(mode="after")
     def _band(self):
         if self.emax_kev <= self.emin_kev:
             raise _FieldError(("emax_kev",), self.emax_kev, f"a value > observe.emin_kev ({self.emin_kev})")
+        if len(set(self.axes)) != len(self.axes) or not self.axes:
+            raise _FieldError(("axes",), list(self.axes), "one or more distinct axes out of x, y, z")
+        if self.spectrum_emax_kev <= self.spectrum_emin_kev:
+            raise _FieldError(("spectrum_emax_kev",), self.spectrum_emax_kev,
+                              f"a value > observe.spectrum_emin_kev ({self.spectrum_emin_kev})")
+        if not self.spectrum_emin_kev <= self.emin_kev or not self.emax_kev <= self.spectrum_emax_kev:
+            raise _FieldError(("spectrum_emin_kev",), self.spectrum_emin_kev,
+                              f"a photon energy range covering the image band {self.emin_kev}-{self.emax_kev} keV")
+        pixels = self.fov_arcmin * 60.0 / self.detector_pixel_arcsec
+        if abs(pixels - round(pixels)) > 1e-6 or round(pixels) < self.image_pixels:
+            raise _FieldError(("detector_pixel_arcsec",), self.detector_pixel_arcsec,
+                              f"a pixel that divides observe.fov_arcmin={self.fov_arcmin} into a whole number "
+                              f"of at least image_pixels={self.image_pixels} pixels")
         return self
 
 
@@ -89,8 +157,11 @@ class TrainParams(Section):
     stop_max_abs_delta: PosFloat = 0.3
     stop_max_abs_median: PosFloat = 0.02
     stop_min_slope: PosFloat = 0.9
-    #: Horovod: every rank takes batch_size images per step (global batch = batch_size × ranks);
-    #: "linear" multiplies learning_rate by the number of ranks (Goyal et al. 2017), "none" keeps it.
+    #: All ranks of a job train each fold together with Horovod (`hpcmass train --horovod` sets it);
+    #: otherwise each rank trains whole folds on its own. Under Horovod every rank takes batch_size
+    #: images per step (global batch = batch_size × ranks); horovod_lr_scaling "linear" multiplies
+    #: learning_rate by the number of ranks (Goyal et al. 2017), "none" keeps it.
+    horovod: bool = False
     horovod_lr_scaling: Literal["linear", "none"] = "linear"
     #: tf.config.experimental.enable_op_determinism(): bit-identical reruns and resumes (slower on GPU).
     deterministic: bool = False
@@ -110,9 +181,10 @@ class InterpretParams(Section):
     #: Figure 5's "small change" mask: |Delta N| <= small_change x N.
     small_change: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.02
     #: The response centre is the centroid of the top `response_top_fraction` pixels by |gradient|;
-    #: an image is flagged off-centre (the paper's Figure 6 outlier) when it lies beyond offcentre_r500c.
+    #: an image is flagged off-centre (the paper's Figure 6 outlier) when it lies beyond offcentre_r500c:
+    #: farther than the core the CNN ignores (0.15-0.2 R500c). Demo clusters sit at 0.04-0.15.
     response_top_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.02
-    offcentre_r500c: PosFloat = 0.1
+    offcentre_r500c: PosFloat = 0.2
 
 
 class ReportParams(Section):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import socket
@@ -45,7 +46,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import StageError, StoreError
+from .errors import StageError, StoreBusyError, StoreError
 from .params import STAGES, Params
 
 LAYOUT_VERSION = 1
@@ -62,9 +63,20 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "center_ckpch": (("n", 3), "f8", "cluster centre in its cutout's coordinates [ckpc/h]"),
         "cutout": (("n",), "S256", "gas cutout file, relative to the workdir (TNG/Arepo HDF5 layout)"),
         "n_gas_cells": (("n",), "i8", "gas cells in the cutout (the observe stage's cost estimate)"),
+        # Measured on the cutout's cells (3D apertures about the centre; hot = kT > 0.1 keV, SFR = 0):
+        "n_hot_cells": (("n",), "i8", "hot, non-star-forming gas cells (those that emit in the observe stage)"),
+        "mgas500_msun": (("n",), "f8", "gas mass within R500c [Msun]"),
+        "lx_ce_erg_s": (("n",), "f8", "0.5-2 keV free-free L_X of hot gas in 0.15-1 R500c [erg/s], core-excised"),
+        "lx_ci_erg_s": (("n",), "f8", "0.5-2 keV free-free L_X of hot gas within R500c [erg/s], core-included"),
+        "tx_kev": (("n",), "f8", "spectroscopic-like (rho^2 T^-3/4) temperature of hot gas in 0.15-1 R500c [keV]"),
+        "k0_kev_cm2": (("n",), "f8", "mass-weighted entropy kT n_e^-2/3 of hot gas within 0.05 R500c [keV cm^2]"),
+        "cool_core": (("n",), "i1", "1 if k0_kev_cm2 < 60 (below the bimodal core-entropy gap)"),
     },
     "observe": {  # unit: cluster
         "images": (("n", "axes", "pixels", "pixels"), "i4", "counts per pixel, emin-emax keV, axes x,y,z"),
+        # attrs: data_mode, pixel_arcsec, pixel_kpc, axes, exposure_ks, redshift, instrument, ... (observe/cli.py)
+        "n_photons": (("n",), "i8", "photons pyXSIM generated for the cluster (before projection and instrument)"),
+        "seconds": (("n", "parts"), "f4", "wall time of load, photons, projection, instrument (all axes) [s]"),
     },
     "dataset": {  # unit: cluster
         "fold": (("n",), "i2", "cross-validation fold of each cluster (mass-sorted, cyclic)"),
@@ -73,6 +85,15 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "pred_log_m500c": (("clusters", "views"), "f4", "test-fold prediction for every view of every cluster"),
         "epoch_chosen": (("n",), "i4", "epoch whose model was kept"),
         "criteria_met": (("n",), "i1", "1 if the validation stopping criteria were met"),
+        # Per-epoch records of each fold (NaN after its last epoch); "val_*" are the stopping criteria.
+        "history_loss": (("n", "epochs"), "f4", "training loss (MSE of log10 M500c, mean over ranks)"),
+        "history_val_max_abs_delta": (("n", "epochs"), "f4", "validation max |delta|"),
+        "history_val_median_delta": (("n", "epochs"), "f4", "validation median delta"),
+        "history_val_slope": (("n", "epochs"), "f4", "validation slope of predicted vs true log10 M500c"),
+        "history_val_met": (("n", "epochs"), "f4", "1 where all stopping criteria were met"),
+        "history_seconds": (("n", "epochs"), "f4", "wall time of the epoch [s]"),
+        "ranks": (("n",), "i4", "processes that trained the fold (Horovod group size; 1 without Horovod)"),
+        "learning_rate": (("n",), "f4", "Adam learning rate used (after Horovod scaling)"),
     },
     "interpret": {  # unit: cluster; "steps" = iterations + 1 (the input first), radii in R500c
         "pred_dream": (("n", "views", "steps"), "f4", "log10 M500c predicted for each view, then after each iteration"),
@@ -199,11 +220,14 @@ def writer_lock(path: Path, stage: str, log=None) -> Iterator[None]:
         except FileExistsError:
             try:
                 held = _LockInfo(**json.loads(lock.read_text()))
+            except FileNotFoundError:
+                continue  # released meanwhile
             except (OSError, ValueError, TypeError):
-                raise StoreError(f"{lock}: unreadable lock file; if no hpcmass job uses {path}, delete it") from None
+                # Busy: also what a lock just created by another process (not yet written) looks like.
+                raise StoreBusyError(f"{lock}: unreadable lock file; if no hpcmass job uses {path}, delete it") from None
             reason = _stale_reason(held)
             if reason is None:
-                raise StoreError(
+                raise StoreBusyError(
                     f"{path} is being written by pid {held.pid} on {held.host} (stage {held.stage}, since "
                     f"{held.since}{', SLURM job ' + held.slurm_job if held.slurm_job else ''}); wait for it to end, "
                     f"or if it is dead delete {lock}"
@@ -237,10 +261,10 @@ def _collective_lock(path: Path, stage: str, comm, log) -> Iterator[None]:
         try:
             lock_cm.__enter__()
         except StoreError as e:
-            error = str(e)
+            error = e  # the exception itself, so that every rank raises the same type (busy: retryable)
     error = comm.bcast(error, root=0)
     if error:
-        raise StoreError(error)
+        raise error
     try:
         yield
     finally:
@@ -306,6 +330,8 @@ def _open_h5(path: Path, mode: str, comm) -> h5py.File:
     except FileNotFoundError:
         raise StoreError(f"{path}: no store here; run `hpcmass catalog` with this --workdir first") from None
     except OSError as e:
+        if e.errno == errno.EAGAIN:  # HDF5's file lock: another process has the file open for writing
+            raise StoreBusyError(f"{path}: in use by another process (HDF5 file lock); retry when it is done") from None
         raise StoreError(
             f"{path}: cannot open the store ({str(e).splitlines()[0]}); it may be truncated or not an HDF5 file. "
             f"Move it aside and re-run from the first stage, or use another --workdir"
@@ -343,7 +369,7 @@ class StageWriter:
         self.store.file.flush()
         return ds
 
-    def require(self, name: str, **dims: int) -> h5py.Dataset:
+    def require(self, name: str, fillvalue=None, **dims: int) -> h5py.Dataset:
         """Create or reopen a dataset declared in :data:`LAYOUT`, giving its dimension sizes."""
         try:
             shape_spec, dtype, _ = LAYOUT[self.stage][name]
@@ -351,7 +377,7 @@ class StageWriter:
             raise KeyError(f"/{self.stage}/{name} is not declared in hpcmass.store.LAYOUT") from None
         dims.setdefault("n", self.n_units)
         shape = tuple(d if isinstance(d, int) else dims[d] for d in shape_spec)
-        return self.require_dataset(name, shape, dtype)
+        return self.require_dataset(name, shape, dtype, fillvalue=fillvalue)
 
     def states(self) -> np.ndarray:
         local = self._done[...]

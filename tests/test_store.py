@@ -87,9 +87,9 @@ def test_restart_from_drops_later_stages(tmp_path):
     assert status(tmp_path)["stages"]["observe"] is None
 
 
-def test_layout_declares_every_dataset():
+def test_layout_declares_every_dataset(tmp_path):
     with pytest.raises(KeyError, match="not declared"):
-        with Store.open_stage("/tmp/unused-never-created", _params(), "catalog", world(), n_units=1, unit="c") as st:
+        with Store.open_stage(tmp_path, _params(), "catalog", world(), n_units=1, unit="c") as st:
             st.require("no_such_dataset")
 
 
