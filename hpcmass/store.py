@@ -325,6 +325,10 @@ def _open_h5(path: Path, mode: str, comm) -> h5py.File:
     kwargs = {}
     if comm is not None and parallel_hdf5() and mode != "r" and not sharded(comm):
         kwargs = {"driver": "mpio", "comm": comm}
+    if mode == "r":
+        # Readers (status, reports) may look while a stage writes: writers only add raw data to
+        # flushed, pre-allocated datasets, so skipping HDF5's file lock is safe for them.
+        kwargs["locking"] = False
     try:
         return h5py.File(path, mode, **kwargs)
     except FileNotFoundError:

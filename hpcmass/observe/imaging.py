@@ -1,0 +1,110 @@
+"""Event list -> training image: one pure binning rule shared by the observe stage and ``hpcmass predict``.
+
+An image is the square ``fov_arcmin`` field centred on a sky position, cut into ``pixels`` x
+``pixels`` pixels, counting events with ``emin <= E < emax`` keV. Rows run along the event
+file's sky Y column and columns along X (the FITS image convention, first row at the bottom),
+so a Chandra event file from CIAO and a SOXS one bin the same way. The centre defaults to the
+sky pixel of the file's tangent point (SOXS's pointing, where the observe stage puts the
+cluster); for a real observation pass the cluster's RA/Dec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Events:
+    """The columns and sky-pixel geometry of an X-ray event list."""
+
+    x: np.ndarray  # sky pixels
+    y: np.ndarray
+    energy_kev: np.ndarray
+    crpix: tuple[float, float]  # sky pixel of the tangent point
+    crval: tuple[float, float]  # its RA, Dec [deg]
+    pixel_deg: float  # sky pixel size [deg]
+    exposure_s: float
+
+    def wcs(self):
+        """The sky pixels' WCS (gnomonic projection about the tangent point)."""
+        from astropy.wcs import WCS
+
+        w = WCS(naxis=2)
+        w.wcs.crval = self.crval
+        w.wcs.crpix = self.crpix
+        w.wcs.cdelt = [-self.pixel_deg, self.pixel_deg]
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        return w
+
+    def sky_to_pixel(self, ra_deg: float, dec_deg: float) -> tuple[float, float]:
+        """Sky pixel of an RA/Dec."""
+        x, y = self.wcs().wcs_world2pix([[ra_deg, dec_deg]], 1)[0]
+        return float(x), float(y)
+
+    def pixel_to_sky(self, x: float, y: float) -> tuple[float, float]:
+        """RA, Dec [deg] of a sky pixel."""
+        ra, dec = self.wcs().wcs_pix2world([[x, y]], 1)[0]
+        return float(ra), float(dec)
+
+
+def read_events(path: str | Path) -> Events:
+    """Read the EVENTS table of a FITS event file (SOXS's or Chandra's: X, Y, ENERGY in eV)."""
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as hdul:
+        ev = hdul["EVENTS"]
+        h = ev.header
+        names = [n.upper() for n in ev.columns.names]
+        ix, iy = names.index("X") + 1, names.index("Y") + 1
+        if abs(abs(h[f"TCDLT{ix}"]) - abs(h[f"TCDLT{iy}"])) > 1e-12:
+            raise ValueError(f"{path}: sky pixels are not square (TCDLT{ix}={h[f'TCDLT{ix}']}, "
+                             f"TCDLT{iy}={h[f'TCDLT{iy}']})")
+        return Events(
+            x=np.asarray(ev.data["X"], dtype=np.float64),
+            y=np.asarray(ev.data["Y"], dtype=np.float64),
+            energy_kev=np.asarray(ev.data["ENERGY"], dtype=np.float64) / 1000.0,
+            crpix=(float(h[f"TCRPX{ix}"]), float(h[f"TCRPX{iy}"])),
+            crval=(float(h[f"TCRVL{ix}"]), float(h[f"TCRVL{iy}"])),
+            pixel_deg=abs(float(h[f"TCDLT{ix}"])),
+            exposure_s=float(h.get("EXPOSURE", 0.0)),
+        )
+
+
+def bin_image(x: np.ndarray, y: np.ndarray, energy_kev: np.ndarray, *, center: tuple[float, float],
+              pixel_deg: float, fov_arcmin: float, pixels: int, emin_kev: float, emax_kev: float) -> np.ndarray:
+    """Counts image (pixels, pixels) int32 of the events in the band inside the field; rows = y."""
+    half = fov_arcmin / 60.0 / pixel_deg / 2.0  # half-width of the field in sky pixels
+    keep = (energy_kev >= emin_kev) & (energy_kev < emax_kev)
+    counts, _, _ = np.histogram2d(y[keep], x[keep], bins=pixels,
+                                  range=[[center[1] - half, center[1] + half], [center[0] - half, center[0] + half]])
+    return counts.astype(np.int32)
+
+
+def image_from_events(events: Events, *, fov_arcmin: float, pixels: int, emin_kev: float, emax_kev: float,
+                      center_radec: tuple[float, float] | None = None) -> np.ndarray:
+    center = events.crpix if center_radec is None else events.sky_to_pixel(*center_radec)
+    return bin_image(events.x, events.y, events.energy_kev, center=center, pixel_deg=events.pixel_deg,
+                     fov_arcmin=fov_arcmin, pixels=pixels, emin_kev=emin_kev, emax_kev=emax_kev)
+
+
+def image_from_event_file(path: str | Path, *, fov_arcmin: float = 20.0, pixels: int = 128, emin_kev: float = 0.5,
+                          emax_kev: float = 7.0, center_radec: tuple[float, float] | None = None) -> np.ndarray:
+    """The training image of a FITS event file (defaults: the paper's 20' field, 128 pixels, 0.5-7 keV)."""
+    return image_from_events(read_events(path), fov_arcmin=fov_arcmin, pixels=pixels, emin_kev=emin_kev,
+                             emax_kev=emax_kev, center_radec=center_radec)
+
+
+def pixel_arcsec(fov_arcmin: float, pixels: int) -> float:
+    return fov_arcmin * 60.0 / pixels
+
+
+def kpc_per_arcsec(redshift: float, hubble: float, omega_matter: float, omega_lambda: float) -> float:
+    """Physical kpc per arcsec at ``redshift`` in the simulation's cosmology (yt's, as pyXSIM uses)."""
+    from yt.utilities.cosmology import Cosmology
+
+    cosmo = Cosmology(hubble_constant=hubble, omega_matter=omega_matter, omega_lambda=omega_lambda)
+    d_a = cosmo.angular_diameter_distance(0.0, redshift).to_value("kpc")
+    return float(d_a * np.pi / 180.0 / 3600.0)

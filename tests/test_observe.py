@@ -1,0 +1,237 @@
+"""The observe stage's science, in-process with real yt, pyXSIM and SOXS on tiny controlled cutouts.
+
+Everything runs in the approximate data mode (no network here); the checks compare SOXS's output
+with what the response, background and absorption files themselves predict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from observe_cutouts import write_cutout
+
+from hpcmass.observe import approx, imaging, simulate, xray
+from hpcmass.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+CENTER = (1000.0, 2000.0, 3000.0)
+
+
+@pytest.fixture(scope="module")
+def xray_data(tmp_path_factory):
+    """Approximate data files, SOXS imported with a private config directory (not $HOME)."""
+    d = tmp_path_factory.mktemp("observe")
+    p = load_params(ROOT / "params/ci.yaml")
+    data = xray.resolve_data(p.observe, d / "approx")
+    assert data.mode == "approximate" and not data.foreground
+    xray.import_soxs(data, d / "config")  # before anything else imports soxs
+    approx.write_approx_files(d / "approx")
+    return data
+
+
+@pytest.fixture(scope="module")
+def cutouts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cutouts")
+    for kind in ("relaxed", "cold", "starforming"):
+        write_cutout(d / f"{kind}.hdf5", kind=kind, n_cells=15_000, center=CENTER)
+    # a compact, bright one for the centring test, across the box's periodic boundary
+    write_cutout(d / "compact.hdf5", n_cells=15_000, rc_kpc=30.0, m_gas_msun=3e13, center=(20.0, 204_990.0, 5.0))
+    return d
+
+
+def observe(xray_data, tmp_path, cutout, *overrides, center=CENTER, events=False):
+    p = load_params(ROOT / "params/ci.yaml", list(overrides))
+    instrument = xray.register_instrument(p.observe, xray_data)
+    setup = simulate.Setup(p.observe, xray_data, instrument, xray.arf_peak_area(xray_data), p.run.seed)
+    with simulate.quiet_libraries():
+        return simulate.observe_cluster(cutout, center, 700.0, 3, setup, tmp_path / "scratch",
+                                        tmp_path / "events" if events else None), p.observe
+
+
+def band_background_counts(data, observe) -> float:
+    """Particle-background counts expected in the band, from the PHA and the RMF's channel energies."""
+    from astropy.io import fits
+
+    d = Path(data.soxs_data_dir)
+    with fits.open(d / data.rmf) as h:
+        lo, hi = (np.asarray(h["EBOUNDS"].data[c], float) for c in ("E_MIN", "E_MAX"))
+    with fits.open(d / data.bkgnd) as h:
+        rate = np.asarray(h["SPECTRUM"].data["COUNT_RATE"], float)  # per arcmin^2
+    inside = np.clip((np.minimum(hi, observe.emax_kev) - np.maximum(lo, observe.emin_kev)) / (hi - lo), 0, 1)
+    return float((rate * inside).sum() * observe.exposure_ks * 1e3 * observe.fov_arcmin**2)
+
+
+# --- imaging: the event -> image rule ------------------------------------------------------------
+
+
+def test_binning_rule_field_band_and_orientation():
+    # 2400 sky pixels of 0.5" centred on pixel 2400.5: the paper's 20' field.
+    pix = 0.5 / 3600
+    x = np.array([2400.5 - 1199.9, 2400.5 + 1199.9, 2400.5 + 0.1, 2400.5 + 0.1, 2400.5 - 1200.2, 2400.5])
+    y = np.array([2400.5 - 1199.9, 2400.5 - 1199.9, 2400.5 + 0.1, 2400.5 + 0.1, 2400.5, 2400.5])
+    e = np.array([1.0, 1.0, 0.5, 6.999, 1.0, 7.0])  # 7.0 keV is outside [0.5, 7)
+    im = imaging.bin_image(x, y, e, center=(2400.5, 2400.5), pixel_deg=pix, fov_arcmin=20.0, pixels=128,
+                           emin_kev=0.5, emax_kev=7.0)
+    assert im.dtype == np.int32 and im.shape == (128, 128) and im.sum() == 4  # one left of the field, one 7 keV
+    assert im[0, 0] == 1 and im[0, 127] == 1  # rows follow Y, columns X
+    assert im[64, 64] == 2  # just above the centre: the upper-right of the central 2x2
+    assert imaging.pixel_arcsec(20.0, 128) == pytest.approx(9.375)
+
+
+def test_event_file_binning_recovers_a_sky_position(tmp_path):
+    from astropy.io import fits
+
+    # A Chandra-like event file: 0.492" pixels, tangent point at pixel 4096.5; events at one RA/Dec.
+    ra0, dec0, pix = 150.0, 2.0, 0.492 / 3600
+    ev = imaging.Events(np.zeros(1), np.zeros(1), np.zeros(1), (4096.5, 4096.5), (ra0, dec0), pix, 1.0)
+    x, y = ev.sky_to_pixel(ra0 + 0.05 / np.cos(np.deg2rad(dec0)), dec0 + 0.02)
+    cols = [fits.Column(name="X", format="D", array=np.full(5, x)), fits.Column(name="Y", format="D", array=np.full(5, y)),
+            fits.Column(name="ENERGY", format="E", unit="eV", array=np.full(5, 1500.0))]
+    hdu = fits.BinTableHDU.from_columns(cols)
+    hdu.name = "EVENTS"
+    hdu.header.update({"TCRPX1": 4096.5, "TCRPX2": 4096.5, "TCRVL1": ra0, "TCRVL2": dec0, "TCDLT1": -pix,
+                       "TCDLT2": pix, "EXPOSURE": 1e4})
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "evt.fits")
+    im = imaging.image_from_event_file(tmp_path / "evt.fits", center_radec=(ra0 + 0.05 / np.cos(np.deg2rad(dec0)),
+                                                                          dec0 + 0.02))
+    assert im.sum() == 5 and im[63:65, 63:65].sum() == 5  # centred on the events' position
+    im = imaging.image_from_event_file(tmp_path / "evt.fits")  # about the tangent point
+    row, col = np.unravel_index(im.argmax(), im.shape)
+    image_pixel = 9.375 / 0.492  # sky pixels per image pixel
+    assert x < 4096.5 < y  # east (larger RA) is to the left, north up
+    assert (row, col) == (64 + np.floor((y - 4096.5) / image_pixel), 64 + np.floor((x - 4096.5) / image_pixel))
+
+
+# --- which data -----------------------------------------------------------------------------------
+
+
+def test_data_mode_needs_files_that_pass_soxs_hash_check(tmp_path):
+    from hpcmass.errors import StageError
+
+    staged = tmp_path / "soxs"
+    staged.mkdir()
+    for name in xray.soxs_files("wabs"):
+        (staged / name).write_bytes(b"not SOXS's file")  # present, but the sha256 does not match
+    assert xray.missing_soxs_files(staged, "wabs") == xray.soxs_files("wabs")
+    auto = load_params(None, [f"observe.data_dir={staged}"])
+    data = xray.resolve_data(auto.observe, tmp_path / "approx")
+    assert data.mode == "approximate" and not data.foreground and "APPROXIMATION" in data.describe()
+    with pytest.raises(StageError, match=r"observe.data=soxs needs .* fail SOXS's hash check; run `hpcmass stage-data`"):
+        xray.resolve_data(load_params(None, [f"observe.data_dir={staged}", "observe.data=soxs"]).observe, tmp_path)
+    assert xray.instrument_spec(auto.observe, data) == {
+        "name": xray.instrument_spec(auto.observe, data)["name"], "arf": approx.ARF_NAME, "rmf": approx.RMF_NAME,
+        "bkgnd": [approx.BKGND_NAME, 1.0], "fov": 20.0, "num_pixels": 2400, "aimpt_coords": [0.0, 0.0],
+        "chips": [["Box", 0, 0, 2400, 2400]], "focal_length": 10.0, "dither": False, "psf": ["gaussian", 0.5],
+        "imaging": True, "grating": False}
+
+
+# --- the approximate data files ------------------------------------------------------------------
+
+
+def test_approximate_table_read_back_by_soxs(xray_data):
+    """SOXS's own APEC reader sees the free-free continuum we wrote, and metals scale linearly."""
+    import soxs
+    from scipy.special import k0e
+
+    gen = soxs.ApecGenerator(0.5, 7.0, 650, apec_vers=xray_data.apec_version, broadening=False)
+    kt = 8.0
+    s0, s1, s3 = (gen.get_spectrum(kt, z, 0.0, 1e-14) for z in (0.0, 1.0, 3.0))  # norm 1e-14: the emissivity itself
+    e = s0.emid.value
+    # H + He (fully ionised, angr He/H = 0.0977) bremsstrahlung at 1 cm^-3, Born Gaunt factor, per keV
+    t = kt * 1.160452e7
+    brems = 6.8e-38 * (1 + 4 * 0.0977) / np.sqrt(t) * np.exp(-e / kt) * np.sqrt(3) / np.pi * k0e(e / (2 * kt))
+    brems *= 1.0 / 6.62607015e-27 / (e * 1.602176634e-9) * 1.602176634e-9  # erg/Hz -> photons/keV
+    cont = (e > 2.0) & (e < 6.0)  # free of the modelled lines
+    # The kT grid point nearest 8 keV is interpolated linearly in kT: allow 2%.
+    assert s0.flux.value[cont] == pytest.approx(brems[cont], rel=0.02)
+    metal = s1.flux.value - s0.flux.value
+    assert metal.min() >= 0 and (s3.flux.value - s0.flux.value) == pytest.approx(3 * metal, rel=1e-4, abs=1e-30)
+    fe = (e > 6.5) & (e < 7.1)
+    assert metal[fe].sum() > 0.3 * s0.flux.value[fe].sum()  # the Fe K lines stand out at solar metallicity
+
+
+def test_approximate_response_and_background(xray_data):
+    import soxs
+
+    arf = soxs.AuxiliaryResponseFile(xray_data.arf)
+    assert arf.max_area == pytest.approx(431.0, rel=0.01)  # Cycle 19 aimpoint peak (FACTS.md)
+    assert arf.interpolate_area([1.0, 5.0]).value == pytest.approx([111.0, 329.0], rel=0.02)
+    p = load_params(ROOT / "params/ci.yaml", ["observe.exposure_ks=1"])
+    # SOXS's ACIS-I particle background: 2.39e-3 counts/s/arcmin^2 in 0.5-7 keV (FACTS.md)
+    assert band_background_counts(xray_data, p.observe) / 1e3 / 400 == pytest.approx(2.39e-3, rel=0.01)
+
+
+# --- one cluster through pyXSIM and SOXS ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["cold", "starforming"])
+def test_cold_or_starforming_gas_gives_background_only(xray_data, cutouts, tmp_path, kind):
+    obs, p = observe(xray_data, tmp_path, cutouts / f"{kind}.hdf5", "observe.exposure_ks=20")
+    assert obs.n_photons == 0
+    expected = band_background_counts(xray_data, p)
+    for image in obs.images:
+        assert image.sum() == pytest.approx(expected, rel=0.10)
+        # flat: the four quadrants agree within Poisson noise
+        q = [image[:16, :16].sum(), image[:16, 16:].sum(), image[16:, :16].sum(), image[16:, 16:].sum()]
+        assert np.ptp(q) < 5 * np.sqrt(expected / 4)
+
+
+def test_hot_cluster_adds_source_counts_and_peaks_at_the_centre(xray_data, cutouts, tmp_path):
+    obs, p = observe(xray_data, tmp_path, cutouts / "compact.hdf5", "observe.exposure_ks=30",
+                     center=(20.0, 204_990.0, 5.0))
+    assert obs.n_photons > 10_000
+    assert obs.images.shape == (3, 32, 32)
+    for image in obs.images:
+        assert image.sum() > 1.3 * band_background_counts(xray_data, p)
+        row, col = np.unravel_index(image.argmax(), image.shape)
+        assert row in (15, 16) and col in (15, 16)  # one of the four pixels around the centre
+
+
+def test_counts_scale_linearly_with_exposure(xray_data, cutouts, tmp_path):
+    short, _ = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.exposure_ks=5")
+    long, _ = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.exposure_ks=20")
+    n_short, n_long = short.images.sum(axis=(1, 2)), long.images.sum(axis=(1, 2))
+    # independent Poisson draws: the ratio is 4 within 4 sigma of its noise
+    sigma = 4 * np.sqrt(1 / n_short + 1 / n_long)
+    assert np.all(np.abs(n_long / n_short / 4 - 1) < 4 * sigma)
+    assert long.n_photons / short.n_photons == pytest.approx(4, rel=0.05)
+
+
+def test_wabs_absorption_reduces_soft_counts_as_the_model_predicts(xray_data, cutouts, tmp_path):
+    """Counts with N_H = 1e22 equal the unabsorbed events' sum of exp(-sigma_wabs(E) N_H)."""
+    from astropy.io import fits
+    from soxs.spectra.foreground_absorption import wabs_cross_section
+
+    band = ("observe.particle_background=false", "observe.emax_kev=2.0", "observe.exposure_ks=20")
+    clear, p = observe(xray_data, tmp_path / "a", cutouts / "relaxed.hdf5", "observe.nh_1e22=0", *band, events=True)
+    absorbed, _ = observe(xray_data, tmp_path / "b", cutouts / "relaxed.hdf5", "observe.nh_1e22=1.0", *band, events=True)
+    for axis, evt, image in zip(p.axes, clear.event_files, absorbed.images, strict=True):
+        ev = imaging.read_events(evt)
+        true_e = np.asarray(fits.getdata(evt, "EVENTS")["SOXS_ENERGY"], float) / 1e3
+        in_band = (ev.energy_kev >= p.emin_kev) & (ev.energy_kev < p.emax_kev)
+        predicted = np.exp(-1.0e22 * wabs_cross_section(true_e[in_band])).sum()
+        assert predicted < 0.7 * in_band.sum(), axis  # a strong effect in 0.5-2 keV
+        # both counts are Poisson: 5 sqrt(predicted) is 3.5 sigma of their difference
+        assert image.sum() == pytest.approx(predicted, abs=5 * np.sqrt(predicted)), axis
+
+
+def test_image_total_equals_event_list_band_count(xray_data, cutouts, tmp_path):
+    obs, p = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", events=True)
+    assert [f.name for f in obs.event_files] == [f"cluster000003_{a}_evt.fits" for a in p.axes]
+    for evt, image in zip(obs.event_files, obs.images, strict=True):
+        ev = imaging.read_events(evt)
+        assert ev.exposure_s == pytest.approx(p.exposure_ks * 1e3)
+        assert image.sum() == np.count_nonzero((ev.energy_kev >= 0.5) & (ev.energy_kev < 7.0)) > 0
+        # and the public binning function gives back exactly the stored training image
+        assert np.array_equal(imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels),
+                              image)
+
+
+def test_same_seed_same_images_and_nothing_left_in_scratch(xray_data, cutouts, tmp_path):
+    a, _ = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.axes=[z]")
+    b, _ = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.axes=[z]")
+    c, _ = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.axes=[z]", "run.seed=7")
+    assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
+    assert list((tmp_path / "scratch").iterdir()) == []
