@@ -229,7 +229,8 @@ class SiteParams(Section):
     partition: str | None = None
     account: str | None = None
     #: Environment modules loaded by every job script before anything runs.
-    modules: tuple[str, ...] = ()
+    #: (strict=False: after _merge_job_defaults a YAML list reaches pydantic as a Python list, which strict refuses)
+    modules: Annotated[tuple[str, ...], Field(strict=False)] = ()
     #: Virtual environment holding hpcmass on the compute nodes (default: the checkout's .venv).
     venv: str | None = None
     #: Seconds before the time limit at which SLURM warns a job (SIGUSR1): the stage finishes the
