@@ -27,3 +27,9 @@ class StageError(HpcmassError):
     """A stage cannot run: an earlier stage is missing, or some units failed."""
 
     exit_code = 1
+
+
+class InputError(HpcmassError):
+    """A user-supplied input file (an event list, an exported model directory) is missing or unusable."""
+
+    exit_code = 2

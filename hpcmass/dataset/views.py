@@ -1,0 +1,80 @@
+"""The paper's 24 views of a cluster: 3 projections × {identity, flip} × 4 rotations of 90°.
+
+{identity, left-right flip} × {0°, 90°, 180°, 270°} is the whole symmetry group of a square
+(the dihedral group D4, 8 elements): the paper's "reflections along the vertical and horizontal
+axes" are both in it (an up-down flip is the left-right flip rotated by 180°), so 8 views per
+projection are all the distinct ones.
+
+View order (everywhere: the store's ``views`` axis, the tf.data pipeline, the interpretation)::
+
+    view = 8 * axis + 4 * flip + k      image = rot90(fliplr(projection) if flip else projection, k)
+
+i.e. axis-major, then flip, then the counter-clockwise rotation k·90° (``np.rot90`` convention,
+first image axis = rows). Views are generated on the fly from the stored projections.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+#: Views per cluster with the paper's 3 projections.
+N_VIEWS = 24
+#: Views per projection: the 8 symmetries of a square.
+VIEWS_PER_AXIS = 8
+#: The view order in words (stored as an attribute beside every array with a views axis).
+VIEW_ORDER = "view = 8*axis + 4*flip + k: rot90(fliplr(projection) if flip else projection, k); axes as in /observe"
+
+
+def _ops(x):
+    """(flip last axis, swap last two axes, stack) for numpy arrays or TensorFlow tensors."""
+    if isinstance(x, np.ndarray):
+        return (lambda a: a[..., ::-1], lambda a: np.swapaxes(a, -1, -2), lambda xs: np.stack(xs, axis=-3))
+    import tensorflow as tf
+
+    def swap(a):
+        perm = list(range(a.shape.rank))
+        perm[-1], perm[-2] = perm[-2], perm[-1]
+        return tf.transpose(a, perm)
+
+    return (lambda a: tf.reverse(a, [-1]), swap, lambda xs: tf.stack(xs, axis=-3))
+
+
+def make_views(projections):
+    """All views of projections ``(..., n_axes, P, P)`` -> ``(..., 8 * n_axes, P, P)`` in the order above.
+
+    Works on numpy arrays and on TensorFlow tensors (so also inside tf.data / tf.function).
+    """
+    flip, swap, stack = _ops(projections)
+    if projections.shape[-1] != projections.shape[-2]:
+        raise ValueError(f"projections must be square images, got shape {tuple(projections.shape)}")
+    n_axes = projections.shape[-3]
+    out = []
+    for a in range(n_axes):
+        img = projections[..., a, :, :]
+        for mirrored in (img, flip(img)):
+            view = mirrored
+            for _ in range(4):
+                out.append(view)
+                view = swap(flip(view))  # np.rot90(m) == flip(m, axis=1).T: one counter-clockwise turn
+    return stack(out)
+
+
+def view_operations() -> np.ndarray:
+    """``(8, 3)`` bool: each view of a projection as (mirror columns, mirror rows, transpose), in that order.
+
+    The 8 symmetries of a square are exactly these combinations. The tf.data pipeline applies
+    each operation to a whole batch and keeps it where an image's view needs it: contiguous
+    memory operations only, whatever view each image of the batch gets.
+    """
+    index = np.arange(9).reshape(3, 3)  # no symmetry: identifies the view
+    table = []
+    for view in make_views(index[None]):
+        for cols, rows, transpose in itertools.product((False, True), repeat=3):
+            m = index[:, ::-1] if cols else index
+            m = m[::-1] if rows else m
+            if np.array_equal(m.T if transpose else m, view):
+                table.append((cols, rows, transpose))
+                break
+    return np.array(table, dtype=bool)

@@ -1,0 +1,1 @@
+"""The interpret stage: DeepDream-style input gradients of the mass CNN, radial ΔN/N profiles."""

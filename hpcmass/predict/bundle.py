@@ -1,0 +1,205 @@
+"""The exported model directory: everything ``hpcmass predict`` needs, without the store.
+
+Layout (format ``hpcmass-model/1``)::
+
+    model.json          manifest: image geometry, input scaling, view order, calibration, training
+                        sample, provenance (versions, git commits, X-ray data mode)
+    params.yaml         the resolved params the models were trained with
+    fold_KK.keras       the model each cross-validation fold kept (raw counts in, log10 M500c out;
+                        the input scaling is its first layer)
+    heldout.csv         per held-out image (cluster, projection): truth, held-out prediction, view
+                        spread, out-of-sample interval, covered
+    report_clusters.csv the report stage's per-cluster table (when the report was made)
+
+Loading the ``.keras`` files needs hpcmass installed (its ``ScaleCounts`` layer), nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..dataset.views import VIEW_ORDER, VIEWS_PER_AXIS, make_views
+from ..errors import InputError, StageError
+from ..params import load_params
+from ..store import Store, git_commit, package_versions, stage_dir, utc_now
+from ..train.files import model_path
+from .calibration import Calibration, HeldOut, calibrate
+
+FORMAT = "hpcmass-model/1"
+MANIFEST = "model.json"
+_STAGES = ("catalog", "observe", "dataset", "train")
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _scalar(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def export_model(workdir, out, params_file: str | None = None, log=None) -> dict:
+    """Write the model directory ``out`` from a completed train stage; returns its manifest.
+
+    ``out`` is written beside itself and renamed into place; an earlier export there is replaced,
+    anything else is refused.
+    """
+    workdir, out = Path(workdir), Path(out)
+    if out.exists() and not (out / MANIFEST).exists():
+        raise InputError(f"{out}: exists and is not an exported hpcmass model; choose another --output")
+    with Store.read(workdir) as s:
+        for stage in _STAGES:
+            s.require_complete(stage, params_file)
+        f = s.file
+        cat = {k: f[f"catalog/{k}"][...] for k in ("cluster_id", "log_m500c")}
+        folds = f["dataset/fold"][...].astype(np.int64)
+        pred = f["train/pred_log_m500c"][...]
+        n_axes, pixels = f["observe/images"].shape[1], f["observe/images"].shape[-1]
+        obs = {k: _scalar(v) for k, v in f["observe"].attrs.items()}
+        train = {k: _scalar(v) for k, v in f["train"].attrs.items()}
+        fit = {k: f[f"train/{k}"][...].tolist() for k in ("epoch_chosen", "criteria_met")}
+        report_done = s.is_complete("report")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / "params.yaml").write_text(_text(train["params_yaml"]))
+        params = load_params(tmp / "params.yaml")
+        p = params.observe
+        if pixels != p.image_pixels:
+            raise StageError(f"{workdir}: /observe/images are {pixels} px, the train params say {p.image_pixels}")
+        cal, held = calibrate(pred, cat["log_m500c"], folds)
+        n_folds = params.dataset.n_folds
+        models = []
+        for k in range(n_folds):
+            src = model_path(workdir, k)
+            if not src.exists():
+                raise StageError(f"{src}: fold {k}'s model is missing; re-run `hpcmass train --fold {k}`")
+            models.append(f"fold_{k:02d}.keras")
+            shutil.copy2(src, tmp / models[-1])
+        _write_heldout(tmp / "heldout.csv", held, cat["cluster_id"], p.axes)
+        report_csv = stage_dir(workdir, "report") / "clusters.csv"
+        if report_done and report_csv.exists():
+            shutil.copy2(report_csv, tmp / "report_clusters.csv")
+        manifest = {
+            "format": FORMAT,
+            "target": "log10 M500c [Msun]",
+            "models": models,
+            "image": {
+                "fov_arcmin": p.fov_arcmin, "pixels": pixels, "pixel_arcsec": float(obs["pixel_arcsec"]),
+                "pixel_kpc": float(obs["pixel_kpc"]), "band_kev": [p.emin_kev, p.emax_kev],
+                "centre": "the cluster centre (catalogue position) at the image centre",
+                "redshift": p.redshift, "exposure_ks": p.exposure_ks, "projections": list(p.axes),
+                "psf_fwhm_arcsec": p.psf_fwhm_arcsec, "nh_1e22": p.nh_1e22, "absorb_model": p.absorb_model,
+                "particle_background": p.particle_background, "point_sources": p.point_sources,
+                "chip_gaps": False,
+            },
+            "input_scaling": {"method": params.dataset.scaling,
+                              "where": "the models' first layer (ScaleCounts): feed raw counts"},
+            "views": {"per_image": VIEWS_PER_AXIS, "order": VIEW_ORDER},
+            "calibration": {**cal.as_dict(), "method": "split-conformal quantile of held-out |delta|; coverage "
+                                                        "leave-one-fold-out (hpcmass/predict/calibration.py)"},
+            "training_set": {"n_clusters": int(cat["log_m500c"].size), "n_folds": n_folds,
+                             "log_m500c_range": [float(cat["log_m500c"].min()), float(cat["log_m500c"].max())],
+                             "epoch_chosen": fit["epoch_chosen"], "criteria_met": fit["criteria_met"]},
+            "provenance": {
+                "exported_utc": utc_now(), "exported_from": str(workdir.resolve()),
+                "hpcmass_version": __version__, "git_commit": git_commit(), "versions": package_versions(),
+                "train": {"params_hash": _text(train["params_hash"]), "git_commit": _text(train["git_commit"]),
+                          "created_utc": _text(train["created_utc"]), "versions": json.loads(_text(train["versions"]))},
+                "observe": {"data_mode": _text(obs["data_mode"]),
+                            "data_description": _text(obs.get("data_description", "")),
+                            "instrument": json.loads(_text(obs.get("instrument", "{}")))},
+            },
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if log:
+        log.info("exported %d fold models to %s; %s", len(models), out, cal.describe())
+    return manifest
+
+
+def _write_heldout(path: Path, held: HeldOut, cluster_id, axes) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["cluster_id", "fold", "projection", "log_m500c_true", "log_m500c_pred", "view_spread_dex",
+                    "half_width_dex", "lower", "upper", "covered"])
+        for j in range(held.cluster.size):
+            c, h = held.central[j], held.half_width[j]
+            w.writerow([int(cluster_id[held.cluster[j]]), int(held.fold[j]), axes[held.axis[j]],
+                        f"{held.truth[j]:.4f}", f"{c:.4f}", f"{held.view_spread[j]:.5f}", f"{h:.4f}",
+                        f"{c - h:.4f}", f"{c + h:.4f}", int(held.covered[j])])
+
+
+@dataclass
+class ModelBundle:
+    """An exported model directory, read back."""
+
+    path: Path
+    manifest: dict
+    _models: list = field(default_factory=list, repr=False)
+
+    @property
+    def image(self) -> dict:
+        return self.manifest["image"]
+
+    @property
+    def calibration(self) -> Calibration:
+        c = dict(self.manifest["calibration"])
+        c.pop("method", None)
+        return Calibration(**c)
+
+    def models(self) -> list:
+        """The fold models (loaded once; imports TensorFlow)."""
+        if not self._models:
+            import tf_keras
+
+            from ..train import model as _registers_scale_counts  # noqa: F401  (the models' first layer)
+
+            pixels = self.image["pixels"]
+            for name in self.manifest["models"]:
+                m = tf_keras.models.load_model(self.path / name, compile=False)
+                if tuple(m.input_shape[1:]) != (pixels, pixels):
+                    raise InputError(f"{self.path / name}: takes {m.input_shape[1:]} images, the manifest says "
+                                     f"{pixels}×{pixels}")
+                self._models.append(m)
+        return self._models
+
+    def predict(self, images) -> np.ndarray:
+        """``(n, models, 8)`` log10 M500c of every fold model on the 8 views of each image ``(n, P, P)``."""
+        from ..train.model import predict_log_m500c
+
+        views = make_views(np.asarray(images)[:, None])  # (n, 8, P, P)
+        return np.stack([predict_log_m500c(m, views) for m in self.models()], axis=1)
+
+
+def load_bundle(path) -> ModelBundle:
+    """Read an exported model directory; InputError (one line) if it is not one."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        hint = (f"; it looks like a workdir: run `hpcmass export-model --workdir {path}` and pass its --output"
+                if (path / "store.h5").exists() else "; make one with `hpcmass export-model`")
+        raise InputError(f"{path}: not an exported hpcmass model (no {MANIFEST}){hint}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{manifest_path}: unreadable ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{manifest_path}: format {manifest.get('format')!r}, this hpcmass reads {FORMAT!r}")
+    missing = [m for m in manifest["models"] if not (path / m).exists()]
+    if missing:
+        raise InputError(f"{path}: model file(s) missing: {', '.join(missing)}")
+    return ModelBundle(path, manifest)

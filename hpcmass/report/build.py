@@ -1,0 +1,297 @@
+"""What ``hpcmass report`` computes from a complete store: statistics, the L_X baseline, figures.
+
+No MPI here: :func:`build_report` reads an open store, writes the figures, ``index.html``,
+``clusters.csv`` and ``summary.json`` into the report directory and returns the L_X arrays the
+CLI stores. The HTML is assembled by :mod:`hpcmass.report.html`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..dataset.folds import split
+from ..dataset.views import make_views
+from ..interpret.dream import MAP_VIEW
+from . import figures
+from .lx import (
+    annulus_counts,
+    aperture_draws,
+    background_per_pixel,
+    counts_to_luminosity,
+    energy_flux_per_count,
+    fit_beta,
+    predict_by_fold,
+)
+from .response import background_rate, effective_area, observe_response
+from .stats import FoldStats, binned_median, fold_statistics
+
+#: The paper's numbers (Ntampaka et al. 2019, Sect. 3), shown beside this run's.
+PAPER = {
+    "sigma": 0.051, "mu": -0.022, "best_sigma": 0.033, "best_mu": -0.027,
+    "subset_sigma": 0.041, "subset_mu": -0.036, "lx_percent": {0.03: 14.6, 0.05: 22.2},
+    # the percentages the paper quotes beside its sigmas
+    "sigma_percent": 11.6, "best_percent": 7.7, "subset_percent": 9.6,
+}
+#: Temperature of the bremsstrahlung-like spectrum behind the counts-to-flux factor [keV].
+ECF_KT_KEV = 5.0
+_STAGES = ("catalog", "observe", "dataset", "train", "interpret")
+#: The catalog's L_X of the gas cells (0.15-1 and 0-1 R500c, 3D), where its source provides them.
+GAS_LX = {"core-excised": "lx_ce_erg_s", "core-included": "lx_ci_erg_s"}
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from the store."""
+
+    cluster_id: np.ndarray
+    log_m: np.ndarray
+    r500c_kpc: np.ndarray
+    fold: np.ndarray
+    n_folds: int
+    pred: np.ndarray  # (clusters, views)
+    projections: np.ndarray  # (clusters, axes, P, P) counts
+    observe: dict
+    interpret: dict  # dataset name -> array
+    interpret_attrs: dict
+    train: dict
+    provenance: dict = field(default_factory=dict)  # stage -> its group attrs
+    #: L_X of the gas cells (3D apertures) by GAS_LX label, where the catalog source provides it
+    gas_lx: dict = field(default_factory=dict)
+
+
+def _attrs(group) -> dict:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v.item() if isinstance(v, np.generic) else v)
+            for k, v in group.attrs.items()}
+
+
+def read_run(file, params) -> RunData:
+    """Read the earlier stages' results from an open store file."""
+    from ..store import LAYOUT
+
+    cat = file["catalog"]
+    return RunData(
+        cluster_id=cat["cluster_id"][...],
+        log_m=cat["log_m500c"][...],
+        r500c_kpc=cat["r500c_kpc"][...],
+        fold=file["dataset/fold"][...].astype(int),
+        n_folds=params.dataset.n_folds,
+        pred=file["train/pred_log_m500c"][...].astype(np.float64),
+        projections=file["observe/images"][...],
+        observe=_attrs(file["observe"]),
+        interpret={k: file["interpret"][k][...] for k in LAYOUT["interpret"]},
+        interpret_attrs=_attrs(file["interpret"]),
+        train={k: file["train"][k][...] for k in ("epoch_chosen", "criteria_met")},
+        provenance={s: _attrs(file[s]) for s in _STAGES},
+        gas_lx={label: np.where(v > 0, v, np.nan) for label, k in GAS_LX.items() if k in cat
+                for v in [cat[k][...]] if np.any(v > 0)},
+    )
+
+
+# --- L_X ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LxResult:
+    errors: tuple[float, ...]  # 0 (exact R500c), then report.lx_aperture_errors
+    net_counts: np.ndarray  # (clusters, axes, apertures)
+    covered: np.ndarray
+    extrapolated: np.ndarray
+    lx: np.ndarray  # erg/s
+    pred: np.ndarray  # log10 M from the fold's L_X-M relation
+    slopes: dict  # aperture error -> {fold: slope}
+    background_per_pixel: float
+    erg_cm2_per_count: float
+    gas_pred: dict = field(default_factory=dict)  # GAS_LX label -> (clusters, 1) log10 M
+
+
+def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]:
+    """Core-excised L_X of every projection for each aperture error, and its L_X-M mass estimates."""
+    from astropy.cosmology import Planck15
+
+    rp, obs = params.report, data.observe
+    errors = (0.0, *rp.lx_aperture_errors)
+    z = float(obs.get("redshift", params.observe.redshift))
+    exposure_s = 1e3 * float(obs.get("exposure_ks", params.observe.exposure_ks))
+    emin, emax = params.observe.emin_kev, params.observe.emax_kev
+    resp = observe_response(obs, approx_dir)
+    rate = background_rate(resp, emin, emax)
+    bkg = background_per_pixel(rate, exposure_s, float(obs["pixel_arcsec"]))
+    ecf = energy_flux_per_count(effective_area(resp.arf), emin, emax, ECF_KT_KEV)
+    d_l = Planck15.luminosity_distance(z).to("cm").value
+    r500_pix = data.r500c_kpc / float(obs["pixel_kpc"])
+    draws = aperture_draws(params.run.seed, data.cluster_id)
+    n, n_axes = data.projections.shape[:2]
+    shape = (n, n_axes, len(errors))
+    net, covered, extra = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    half = data.projections.shape[-1] / 2.0
+    for i in range(n):
+        r_in = rp.lx_inner_r500c * r500_pix[i]
+        r_out = [rp.lx_outer_r500c * r500_pix[i] * (1.0 + err * draws[i]) for err in errors]
+        for a in range(n_axes):
+            image = data.projections[i, a].astype(np.float64)
+            # one beta-model fit per image serves every aperture that leaves it
+            beta = fit_beta(image, r_in, bkg) if max(r_out) > half else None
+            for e, r in enumerate(r_out):
+                ap = annulus_counts(image, r_in, r, bkg, beta=beta)
+                net[i, a, e], covered[i, a, e], extra[i, a, e] = ap.net_counts, ap.covered, ap.extrapolated
+    lx = counts_to_luminosity(net, exposure_s, ecf, d_l)
+    train_of = {k: np.isin(np.arange(n), split(data.fold, k, data.n_folds)[0]) for k in range(data.n_folds)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_lx = np.where(lx > 0, np.log10(np.where(lx > 0, lx, 1.0)), np.nan)
+    pred = np.full(shape, np.nan)
+    slopes = {}
+    for e, err in enumerate(errors):
+        pred[..., e], fits = predict_by_fold(log_lx[..., e], data.log_m, data.fold, train_of)
+        slopes[err] = {k: f.slope for k, f in fits.items()}
+    gas_pred = {}
+    for label, values in data.gas_lx.items():
+        gas_pred[label], fits = predict_by_fold(np.log10(values), data.log_m, data.fold, train_of)
+        slopes[f"gas {label}"] = {k: f.slope for k, f in fits.items()}
+    notes = {"arf": resp.arf.name, "background_file": resp.bkgnd.name if resp.bkgnd else None,
+             "background_rate_arcmin2": rate, "foreground": resp.foreground, "redshift": z,
+             "luminosity_distance_cm": d_l, "exposure_s": exposure_s, "band_kev": [emin, emax],
+             "ecf_kt_kev": ECF_KT_KEV, "non_positive": int((lx <= 0).sum())}
+    return LxResult(errors, net, covered, extra, lx, pred, slopes, bkg, ecf, gas_pred), notes
+
+
+# --- the whole report --------------------------------------------------------------------------
+
+
+def _examples(data: RunData, log_m_order: np.ndarray) -> tuple[int, int]:
+    """(typical, outlier) clusters for Figure 5: the median-mass cluster and the cluster whose
+    stored view has the strongest response farthest from its centre."""
+    typical = int(log_m_order[len(log_m_order) // 2])
+    offsets = data.interpret["response_offset_r500c"][:, MAP_VIEW]
+    outlier = int(np.argmax(np.where(np.arange(len(offsets)) == typical, -np.inf, offsets)))
+    return typical, outlier
+
+
+def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, params, out: Path) -> dict:
+    """The five figures; returns {key: file name}."""
+    ip = params.interpret
+    order = np.argsort(data.log_m, kind="stable")
+    pick = order[np.unique(np.linspace(0, len(order) - 1, min(params.report.figure1_clusters, len(order)))
+                           .round().astype(int))]
+    view0 = make_views(data.projections[:, :1])[:, MAP_VIEW]  # view 0 comes from the first projection
+    files = {"fig1": figures.figure1(view0[pick], data.log_m[pick], out / "fig1_images.png",
+                                     data.observe.get("pixel_arcsec")).name}
+    edges = np.linspace(data.log_m.min(), data.log_m.max() + 1e-9, 9)
+    binned = binned_median(np.repeat(data.log_m, data.pred.shape[1]), data.pred.ravel(), edges)
+    files["fig3"] = figures.figure3(data.log_m, data.pred, data.fold, cnn.all, out / "fig3_pred_vs_true.png",
+                                    binned).name
+    delta = data.pred - data.log_m[:, None]
+    band = [(f"{100 * err:g}%", lx_stats[err].all) for err in lx.errors if err > 0]
+    files["fig4"] = figures.figure4(delta.ravel(), delta[data.fold == cnn.best_fold].ravel(), cnn, band,
+                                    out / "fig4_residual_pdf.png").name
+    typical, outlier = _examples(data, order)
+    pixel_kpc = float(data.observe["pixel_kpc"])
+    offsets = data.interpret["response_offset_r500c"][:, MAP_VIEW]
+    flagged = bool(data.interpret["off_centre"][outlier, MAP_VIEW])
+    examples = []
+    for i, label in ((typical, "typical\n(median mass)"),
+                     (outlier, "largest off-centre\nresponse" + (" (flagged)" if flagged else " (not flagged)"))):
+        examples.append(figures.DreamExample(
+            title=f"cluster {data.cluster_id[i]}\n{label}\nlog M = {data.log_m[i]:.2f}\n"
+                  f"offset {offsets[i]:.2f} R500c",
+            image=view0[i], dn=data.interpret["dn_map"][i], small=data.interpret["small_change_map"][i].astype(bool),
+            r500c_pix=data.r500c_kpc[i] / pixel_kpc))
+    files["fig5"] = figures.figure5(examples, out / "fig5_deepdream.png", ip.small_change,
+                                    (params.report.lx_inner_r500c, 1.0)).name
+    sample = order[np.unique(np.linspace(0, len(order) - 1, min(8, len(order))).round().astype(int))]
+    prof = data.interpret["profile"]
+    files["fig6"] = figures.figure6(np.asarray(data.interpret_attrs["radial_edges_r500c"]),
+                                    data.interpret["profile_median"], data.interpret["profile_p16"],
+                                    data.interpret["profile_p84"], prof[sample, MAP_VIEW], prof[outlier, MAP_VIEW],
+                                    out / "fig6_radial_profile.png",
+                                    outlier_label=f"cluster {data.cluster_id[outlier]} (Fig. 5, right)").name
+    files["_examples"] = {"typical": int(data.cluster_id[typical]), "outlier": int(data.cluster_id[outlier]),
+                          "outlier_flagged": flagged}
+    return files
+
+
+def interpretation_summary(data: RunData, params) -> dict:
+    """Numbers behind Figure 6: where the CNN adds photons, and how far the mass moved."""
+    edges = np.asarray(data.interpret_attrs["radial_edges_r500c"])
+    r = 0.5 * (edges[1:] + edges[:-1])
+    med = data.interpret["profile_median"]
+    inner, ring = r < params.report.lx_inner_r500c, (r >= 0.2) & (r <= 1.0)
+    dream_pred = data.interpret["pred_dream"]
+    return {
+        "median_dn_over_n_core": [float(np.nanmean(m[inner])) if inner.any() else None for m in med],
+        "median_dn_over_n_0p2_1": [float(np.nanmean(m[ring])) if np.isfinite(m[ring]).any() else None for m in med],
+        "mean_dlogm_per_iteration": np.nanmean(np.diff(dream_pred, axis=-1), axis=(0, 1)).tolist(),
+        "off_centre_views": int(data.interpret["off_centre"].sum()),
+        "off_centre_clusters": int((data.interpret["off_centre"].sum(axis=1) > data.interpret["off_centre"].shape[1] / 2).sum()),
+        "views": int(data.interpret["off_centre"].size),
+        "offcentre_threshold_r500c": params.interpret.offcentre_r500c,
+    }
+
+
+def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
+    """One row per cluster: truth, fold, its views' predictions, L_X and its L_X mass, off-centre views."""
+    with np.errstate(invalid="ignore"):
+        lx_exact = np.nanmean(np.where(lx.lx[..., 0] > 0, lx.lx[..., 0], np.nan), axis=1)
+        lx_mass = np.nanmean(lx.pred[..., 0], axis=1)
+    header = ["cluster_id", "log_m500c_true", "fold", "pred_mean", "pred_median", "pred_std", "delta_mean",
+              "lx_ce_image_erg_s", "lx_annulus_covered", "lx_pred_log_m500c"]
+    gas = "core-excised" in data.gas_lx
+    if gas:
+        header += ["lx_ce_gas_erg_s", "lx_ce_gas_pred_log_m500c"]
+    header += ["off_centre_views"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for i in range(len(data.log_m)):
+            p = data.pred[i]
+            row = [int(data.cluster_id[i]), f"{data.log_m[i]:.4f}", int(data.fold[i]), f"{np.mean(p):.4f}",
+                   f"{np.median(p):.4f}", f"{np.std(p):.4f}", f"{np.mean(p) - data.log_m[i]:+.4f}",
+                   f"{lx_exact[i]:.4e}", f"{np.mean(lx.covered[i, :, 0]):.3f}", f"{lx_mass[i]:.4f}"]
+            if gas:
+                row += [f"{data.gas_lx['core-excised'][i]:.4e}", f"{lx.gas_pred['core-excised'][i, 0]:.4f}"]
+            row += [int(data.interpret["off_centre"][i].sum())]
+            w.writerow(row)
+
+
+def build_report(file, params, out: Path, provenance_self: dict, approx_dir: Path) -> tuple[LxResult, dict]:
+    """Compute every statistic, draw the figures and write ``index.html``, ``clusters.csv`` and
+    ``summary.json`` into ``out``. Returns the L_X measurements and the summary. ``approx_dir`` is
+    where an approximate-mode observe stage keeps its response files."""
+    from .html import write_html
+
+    out.mkdir(parents=True, exist_ok=True)
+    rp = params.report
+    data = read_run(file, params)
+    seed = params.run.seed
+    cnn = fold_statistics(data.pred, data.log_m, data.fold, rp.subset_log_m500c, rp.bootstrap_resamples, seed)
+    lx, lx_notes = measure_lx(data, params, approx_dir)
+    lx_stats = {err: fold_statistics(lx.pred[..., e], data.log_m, data.fold, rp.subset_log_m500c,
+                                     rp.bootstrap_resamples, seed) for e, err in enumerate(lx.errors)}
+    gas_stats = {label: fold_statistics(pred, data.log_m, data.fold, rp.subset_log_m500c, rp.bootstrap_resamples,
+                                        seed).as_dict() for label, pred in lx.gas_pred.items()}
+    files = draw_figures(data, cnn, lx_stats, lx, params, out)
+    write_clusters_csv(data, lx, out / "clusters.csv")
+    summary = {
+        "cnn": cnn.as_dict(),
+        "lx_image": {f"{err:g}": s.as_dict() for err, s in lx_stats.items()},
+        "lx_gas": gas_stats,
+        "lx_notes": {**lx_notes, "erg_cm2_per_count": lx.erg_cm2_per_count,
+                     "background_per_pixel": lx.background_per_pixel,
+                     "median_covered": float(np.median(lx.covered[..., 0])),
+                     "fraction_extrapolated": float(np.mean(lx.extrapolated[..., 0] != 0)),
+                     "slopes": {str(k): v for k, v in lx.slopes.items()}},
+        "interpretation": interpretation_summary(data, params),
+        "examples": files.pop("_examples"),
+        "figures": files,
+        "paper": {k: (v if not isinstance(v, dict) else {f"{e:g}": p for e, p in v.items()}) for k, v in PAPER.items()},
+        "n_clusters": int(len(data.log_m)),
+        "n_views": int(data.pred.shape[1]),
+        "data_mode": str(data.observe.get("data_mode", "unknown")),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    write_html(out / "index.html", summary, data, params, provenance_self)
+    return lx, summary

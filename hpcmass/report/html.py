@@ -1,0 +1,206 @@
+"""The report page: this run's numbers beside the paper's, the figures, the L_X method, provenance."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0 1em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3} td.l,th.l{text-align:left}
+figure{margin:1.2em 0} figure img{max-width:100%;border:1px solid #ddd} figcaption{font-size:.92em;color:#444}
+.warn{background:#fff4e0;border:1px solid #e5b567;padding:.5em .8em;border-radius:4px}
+pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em} .muted{color:#777}
+"""
+
+
+def _f(x, fmt="{:.3f}") -> str:
+    return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
+
+
+def _fit(d: dict, key: str = "sigma") -> str:
+    err = d.get(f"{key}_err")
+    pm = f" ± {_f(err)}" if err is not None and np.isfinite(err) else ""
+    extra = f" ({_f(d['percent'], '{:.1f}')}%)" if key == "sigma" else ""
+    return f"{_f(d[key], '{:+.3f}' if key == 'mu' else '{:.3f}')}{pm}{extra}"
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    th = "".join(f"<th{' class=l' if i < left else ''}>{h}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{' class=l' if i < left else ''}>{c}</td>" for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _headline(s: dict, params) -> str:
+    cnn, paper = s["cnn"], s["paper"]
+    lo, hi = params.report.subset_log_m500c
+    best = cnn["best"]
+    rows = [
+        ["CNN, all folds: σ [dex]", f"{paper['sigma']:.3f} ({paper['sigma_percent']:.1f}%)", _fit(cnn["all"])],
+        ["CNN, all folds: μ [dex]", f"{paper['mu']:+.3f}", _fit(cnn["all"], "mu")],
+        ["CNN, best fold: σ [dex]", f"{paper['best_sigma']:.3f} ({paper['best_percent']:.1f}%)",
+         f"{_fit(best)} — fold {cnn['best_fold']}"],
+        ["CNN, best fold: μ [dex]", f"{paper['best_mu']:+.3f}", _fit(best, "mu")],
+        [f"CNN, {lo:g} &lt; log M<sub>500c</sub> &lt; {hi:g}: σ [dex]",
+         f"{paper['subset_sigma']:.3f} ({paper['subset_percent']:.1f}%)",
+         f"{_fit(cnn['subset'])}, {cnn['subset']['n_clusters']} clusters"],
+        [f"CNN, {lo:g}–{hi:g}: μ [dex]", f"{paper['subset_mu']:+.3f}", _fit(cnn["subset"], "mu")],
+        ["CNN, per-cluster mean of the views: σ [dex]", "—", _fit(cnn["per_cluster"])],
+        ["pull toward the mean: d δ / d log M<sub>true</sub>", "negative (Fig. 3)",
+         f"{cnn['bias']['slope']:+.3f} ± {cnn['bias']['slope_err']:.3f}"],
+    ]
+    for err, fit in s["lx_image"].items():
+        e = float(err)
+        ref = s["paper"]["lx_percent"].get(f"{e:g}")
+        label = "exact R<sub>500c</sub>" if e == 0 else f"{100 * e:g}% error on the outer aperture"
+        rows.append([f"core-excised L<sub>X</sub> (images), {label}: scatter",
+                     "—" if ref is None else f"{ref:.1f}%", _fit(fit["all"])])
+    for label, fit in s["lx_gas"].items():
+        rows.append([f"{label} L<sub>X</sub> (gas cells, 3D), exact R<sub>500c</sub>: scatter", "—",
+                     _fit(fit["all"])])
+    return _table(["quantity", "paper", "this run"], rows)
+
+
+def _folds(s: dict, data) -> str:
+    cnn = s["cnn"]["per_fold"]
+    rows = []
+    for k in sorted(cnn, key=int):
+        lx = s["lx_image"]["0"]["per_fold"].get(k) or s["lx_image"]["0"]["per_fold"].get(int(k))
+        rows.append([str(k), str(cnn[k]["n_clusters"]), _fit(cnn[k]), _fit(cnn[k], "mu"),
+                     str(int(data.train["epoch_chosen"][int(k)])), "yes" if data.train["criteria_met"][int(k)] else "no",
+                     _fit(lx) if lx else "—"])
+    return _table(["fold", "test clusters", "CNN σ [dex]", "CNN μ [dex]", "epoch kept", "stopping criteria met",
+                   "L<sub>X</sub> σ (exact aperture)"], rows)
+
+
+def _aperture_effect(s: dict) -> str:
+    """How much the outer-aperture errors widen the L_X mass scatter in this run."""
+    fits = s["lx_image"]
+    exact = fits["0"]["all"]["sigma"]
+    parts = [f"{100 * float(k):g}%: {fits[k]['all']['sigma'] - exact:+.4f} dex" for k in fits if float(k) > 0]
+    if not parts:
+        return ""
+    return ("Against the exact aperture, the outer-radius errors change the L<sub>X</sub> σ by "
+            + ", ".join(parts) + " (the paper: 14.6% → 22.2% from 3% to 5%).")
+
+
+def _figure(name: str, caption: str) -> str:
+    return f'<figure><img src="{escape(name)}" alt="{escape(caption[:80])}"><figcaption>{caption}</figcaption></figure>'
+
+
+def _provenance(data, prov_self: dict) -> str:
+    rows = []
+    for stage, a in list(data.provenance.items()) + [("report", prov_self)]:
+        rows.append([stage, escape(str(a.get("params_hash", ""))), escape(str(a.get("last_run_git_commit",
+                                                                                      a.get("git_commit", "")))),
+                     escape(str(a.get("created_utc", ""))), escape(str(a.get("last_run_utc", ""))),
+                     str(a.get("last_run_ranks", "")), str(a.get("n_runs", ""))])
+    stages = _table(["stage", "params hash", "git commit", "created (UTC)", "last run (UTC)", "ranks", "runs"], rows, 3)
+    versions = json.loads(prov_self.get("versions", "{}"))
+    vt = _table(["package", "version"], [[escape(k), escape(str(v))] for k, v in sorted(versions.items())], 2)
+    return stages + "<h3>Versions (this report's run)</h3>" + vt
+
+
+def write_html(path: Path, s: dict, data, params, prov_self: dict) -> None:
+    rp, ip = params.report, params.interpret
+    mode = s["data_mode"]
+    notes = s["lx_notes"]
+    it = s["interpretation"]
+    figs = s["figures"]
+    ex = s["examples"]
+    lo, hi = rp.subset_log_m500c
+    approx = "approx" in mode.lower()
+    lx_source = ("the mock images (background-subtracted counts converted with the ACIS-I response)"
+                 + (" and, as a second baseline, from the gas cells themselves (the catalog stage's 0.5–2 keV "
+                    "free-free L<sub>X</sub> in 3D apertures at the exact R<sub>500c</sub>, core-excised and, for "
+                    "contrast, core-included)" if s["lx_gas"]
+                    else "; the catalog source provides no gas L<sub>X</sub>, so none from the gas"))
+    core = ", ".join(_f(v, "{:+.3f}") for v in it["median_dn_over_n_core"])
+    ring = ", ".join(_f(v, "{:+.3f}") for v in it["median_dn_over_n_0p2_1"])
+    dlogm = ", ".join(f"{v:+.4f}" for v in it["mean_dlogm_per_iteration"])
+    body = f"""
+<h1>hpcmass report — {escape(params.run.name)}</h1>
+<p class=muted>{s['n_clusters']} clusters × {s['n_views']} views, {data.n_folds}-fold cross-validation.
+Reproduces Ntampaka et al. 2019, <i>A Deep Learning Approach to Galaxy Cluster X-ray Masses</i>.</p>
+<p class="{'warn' if approx else ''}">Data mode: <b>{escape(mode)}</b>{
+    ' — the images were made with the suite’s own labelled approximations of the SOXS/AtomDB files '
+    '(no network here), not with the staged real data; numbers are not the paper’s and need not match.'
+    if approx else ''}</p>
+<h2>This run beside the paper</h2>
+{_headline(s, params)}
+<p>δ = log M<sub>predicted</sub> − log M<sub>true</sub>, one value per view. Gaussian fits are maximum
+likelihood; errors are bootstrap standard errors over {rp.bootstrap_resamples} resamples of clusters
+(a cluster’s views stay together). Scatter in percent = ln(10) σ, the paper’s convention. The best fold
+is the one with the smallest σ. The L<sub>X</sub> rows are the scatter of the mass predicted from
+core-excised L<sub>X</sub>.</p>
+{_figure(figs['fig1'], 'Figure 1. One view of clusters spread over the mass range: photons per pixel, log N '
+         f'({params.observe.emin_kev:g}–{params.observe.emax_kev:g} keV, {params.observe.exposure_ks:g} ks).')}
+{_figure(figs['fig3'], 'Figure 3. Predicted against true mass for every view of every cluster, coloured by '
+         'test fold; vertical streams are a cluster’s views. Black: median and 16–84% half-width in mass bins.')}
+{_figure(figs['fig4'], 'Figure 4. PDF of δ for all folds (blue) with its Gaussian fit (green dashed), the best '
+         'fold (pink) and its fit (purple dashed); red band: Gaussians of the core-excised L<sub>X</sub> '
+         'baseline of this run between its aperture-error levels.')}
+<h2>Per fold</h2>
+{_folds(s, data)}
+<h2>Core-excised L<sub>X</sub> baseline</h2>
+<p>L<sub>X</sub> from {lx_source}. Aperture {rp.lx_inner_r500c:g}–{rp.lx_outer_r500c:g} R<sub>500c</sub>
+about the image centre, measured on each of the three projections; the outer radius is perturbed by a
+Gaussian error of {' or '.join(f'{100 * e:g}%' for e in rp.lx_aperture_errors)} of R<sub>500c</sub> per
+cluster (one draw per cluster scaled to each level). Background: {notes['background_per_pixel']:.3f}
+counts per pixel: the particle background the observe stage used ({escape(str(notes['background_file']))},
+{notes['background_rate_arcmin2']:.3g} counts s<sup>−1</sup> arcmin<sup>−2</sup> in the band){
+    '; the galactic foreground it added is not subtracted' if notes['foreground'] else ''}.
+Counts to luminosity: {notes['erg_cm2_per_count']:.3g} erg cm<sup>−2</sup> per count (effective area
+from {escape(notes['arf'])}, exp(−E/kT)/E photon spectrum with
+kT = {notes['ecf_kt_kev']:g} keV over {notes['band_kev'][0]:g}–{notes['band_kev'][1]:g} keV) and
+D<sub>L</sub>(z = {notes['redshift']:g}) for Planck 2015; one factor for all clusters, so it sets the
+normalisation of the relation and not its scatter.
+The median cluster has {100 * notes['median_covered']:.0f}% of its annulus inside the
+{params.observe.image_pixels}-pixel image; for {100 * notes['fraction_extrapolated']:.0f}% of the
+projections the part outside was filled with a β-model fitted to the image beyond
+{rp.lx_inner_r500c:g} R<sub>500c</sub>. {notes['non_positive']} measurement(s) had no net counts and are
+left out. {_aperture_effect(s)} A power law log M = a + b (log L<sub>X</sub> − pivot) is fitted on each fold’s training
+clusters and predicts its test clusters (slopes b per fold, exact aperture:
+{', '.join(f'{v:.2f}' for v in notes['slopes']['0.0'].values())}).</p>
+{_table(['L<sub>X</sub> from', 'σ all [dex]', 'μ all [dex]', 'best fold σ', f'{lo:g}–{hi:g} σ'],
+        [[('images, exact aperture' if float(k) == 0 else f'images, {100 * float(k):g}% aperture error'),
+          _fit(v['all']), _fit(v['all'], 'mu'), _fit(v['best']), _fit(v['subset'])]
+         for k, v in s['lx_image'].items()]
+        + [[f'gas cells (3D), {label}', _fit(v['all']), _fit(v['all'], 'mu'), _fit(v['best']), _fit(v['subset'])]
+           for label, v in s['lx_gas'].items()])}
+<h2>What the CNN looks at</h2>
+<p>DeepDream-style: the gradient of the predicted log M<sub>500c</sub> with respect to the input counts,
+{'rescaled to an RMS of ' + f'{ip.step:g}' + ' count(s) per pixel' if ip.gradient_norm == 'rms'
+ else f'times {ip.step:g}'}, is added to the image; negative pixels are set to 0 and counts rounded;
+{ip.iterations} iterations, each view explained with its own test fold’s model. ΔN = N<sub>t</sub> − N<sub>0</sub>;
+ΔN/N per annulus is the ratio of the photon sums.
+Median ΔN/N inside {rp.lx_inner_r500c:g} R<sub>500c</sub>, per iteration: {core}; between 0.2 and
+1 R<sub>500c</sub>: {ring}. Mean change of the predicted log M per iteration: {dlogm} dex.
+{it['off_centre_views']} of {it['views']} views ({it['off_centre_clusters']} clusters, by a majority of
+their views) have their strongest response more than {it['offcentre_threshold_r500c']:g} R<sub>500c</sub>
+from the centre.</p>
+{_figure(figs['fig5'], f'Figure 5. Two iterations for cluster {ex["typical"]} (left block, median mass) and '
+         f'cluster {ex["outlier"]} (right block, the largest off-centre response'
+         f'{"" if ex["outlier_flagged"] else ", below the flag threshold"}). Rows: log N; ΔN; dark where '
+         f'ΔN/N ≤ {100 * ip.small_change:g}%. Circles: {rp.lx_inner_r500c:g} (solid) and 1 (dashed) R<sub>500c</sub>.')}
+{_figure(figs['fig6'], 'Figure 6. ΔN/N against projected radius: median over all views with its 16–84% band '
+         '(iteration 1 red solid, iteration 2 blue dotted), thin lines for a sample of clusters, green for the '
+         'cluster of Figure 5’s right block.')}
+<h2>Files</h2>
+<p><a href="clusters.csv">clusters.csv</a> (one row per cluster) · <a href="summary.json">summary.json</a>
+(every number on this page)</p>
+<h2>Provenance</h2>
+{_provenance(data, prov_self)}
+<h3>Parameters</h3>
+<pre>{escape(prov_self.get('params_yaml', ''))}</pre>
+"""
+    path.write_text(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>hpcmass report — "
+                    f"{escape(params.run.name)}</title><style>{_CSS}</style></head><body>{body}</body></html>")

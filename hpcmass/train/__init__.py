@@ -1,0 +1,8 @@
+"""The train stage: the paper's CNN trained once per cross-validation fold.
+
+- :mod:`.model`: the CNN (raw counts in, log10 M500c out), ``load_fold_model``, ``predict_log_m500c``;
+- :mod:`.fold`: ``train_fold``, the one training loop (single process or Horovod group);
+- :mod:`.stopping`: the paper's stopping rule; :mod:`.checkpoint`: per-epoch atomic checkpoints;
+- :mod:`.distributed`: Horovod inside a fold; :mod:`.results`: fold results and the store;
+- :mod:`.files`: where a fold's files live; :mod:`.cli`: ``hpcmass train``.
+"""

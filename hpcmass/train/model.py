@@ -1,0 +1,117 @@
+"""The paper's CNN (Ntampaka et al. 2019, Sect. 2.2) in tf-keras, and access to trained fold models.
+
+Layers, exactly as listed in the paper (ReLU everywhere but the output, valid padding)::
+
+    conv 3×3·16 → maxpool 2 → conv 3×3·32 → maxpool 2 → conv 3×3·64 → maxpool 2 → global average pool
+    → dropout 0.1 → dense 200 → dropout 0.1 → dense 100 → dense 20 → dense 1 (log10 M500c)
+
+58,437 trainable parameters whatever the image size (global average pooling). In front sit two
+layers without parameters: :class:`ScaleCounts` (``dataset.scaling``) and a reshape to one
+channel, so the model takes **raw counts** ``(batch, P, P)`` float32: predictions and input
+gradients (``tf.GradientTape`` on ``model(counts, training=False)``) are in counts.
+
+Files: ``<workdir>/train/fold_KK/model.keras`` is the model each fold kept (the stopping rule's
+epoch, or the last one); :func:`load_fold_model` reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import tf_keras
+from tf_keras import layers
+
+from ..dataset.scaling import METHODS, scale_images
+from ..errors import StageError
+from .files import model_path
+
+#: Trainable parameters of the paper's CNN (its Sect. 2.2).
+PAPER_PARAMETERS = 58_437
+#: Smallest image the three valid 3×3 convolutions and 2×2 poolings leave at least one pixel of.
+MIN_PIXELS = 22
+DROPOUT = 0.1
+
+
+@tf_keras.saving.register_keras_serializable(package="hpcmass")
+class ScaleCounts(layers.Layer):
+    """``dataset.scaling`` of raw counts, as a layer (no weights) so the model's input is counts."""
+
+    def __init__(self, method: str = "none", **kwargs):
+        super().__init__(**kwargs)
+        if method not in METHODS:
+            raise ValueError(f"unknown scaling {method!r}; expected one of {', '.join(METHODS)}")
+        self.method = method
+
+    def call(self, inputs):
+        return scale_images(inputs, self.method)
+
+    def get_config(self):
+        return {**super().get_config(), "method": self.method}
+
+
+def build_model(pixels: int, scaling: str = "log1p", seed: int = 0) -> tf_keras.Sequential:
+    """The paper's CNN for ``pixels``×``pixels`` count images.
+
+    ``seed`` seeds the dropout layers' own generators (tf.random.Generator state, which the
+    training loop re-seeds each epoch so that resumed training repeats the same masks); weight
+    initialisation follows the global seed (``tf_keras.utils.set_random_seed``).
+    """
+    if pixels < MIN_PIXELS:
+        raise ValueError(f"the paper's CNN needs images of at least {MIN_PIXELS}×{MIN_PIXELS} pixels "
+                         f"(three valid 3×3 convolutions and 2×2 poolings), got {pixels}")
+    conv = dict(kernel_size=3, padding="valid", activation="relu")
+    pool = dict(pool_size=2, strides=2)
+    return tf_keras.Sequential(
+        [
+            tf_keras.Input(shape=(pixels, pixels), name="counts"),
+            ScaleCounts(scaling, name="scale_counts"),
+            layers.Reshape((pixels, pixels, 1), name="channel"),
+            layers.Conv2D(16, **conv, name="conv1"),
+            layers.MaxPooling2D(**pool, name="pool1"),
+            layers.Conv2D(32, **conv, name="conv2"),
+            layers.MaxPooling2D(**pool, name="pool2"),
+            layers.Conv2D(64, **conv, name="conv3"),
+            layers.MaxPooling2D(**pool, name="pool3"),
+            layers.GlobalAveragePooling2D(name="gap"),
+            layers.Dropout(DROPOUT, seed=seed, rng_type="stateful", name="dropout1"),
+            layers.Dense(200, activation="relu", name="dense200"),
+            layers.Dropout(DROPOUT, seed=seed + 1, rng_type="stateful", name="dropout2"),
+            layers.Dense(100, activation="relu", name="dense100"),
+            layers.Dense(20, activation="relu", name="dense20"),
+            layers.Dense(1, name="log_m500c"),
+        ],
+        name="ntampaka2019_cnn",
+    )
+
+
+def trainable_parameters(model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def save_model_atomic(model, path: Path) -> None:
+    """Write a ``.keras`` file beside ``path`` and rename it into place (readers never see half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_fold_model(workdir, fold: int) -> tf_keras.Sequential:
+    """The model fold ``fold`` kept (raw counts in, log10 M500c out), uncompiled, for inference."""
+    path = model_path(workdir, fold)
+    if not path.exists():
+        raise StageError(f"{path}: no trained model for fold {fold}; run `hpcmass train --fold {fold}` "
+                         f"with this --workdir first")
+    return tf_keras.models.load_model(path, compile=False)
+
+
+def predict_log_m500c(model, counts, batch_size: int = 256) -> np.ndarray:
+    """log10 M500c for raw-count images ``(..., P, P)`` (any leading shape), dropout off."""
+    counts = np.asarray(counts, dtype=np.float32)
+    lead, pixels = counts.shape[:-2], counts.shape[-2:]
+    flat = counts.reshape(-1, *pixels)
+    if flat.shape[0] == 0:
+        return np.empty(lead, dtype=np.float32)
+    return model.predict(flat, batch_size=batch_size, verbose=0)[:, 0].reshape(lead)

@@ -1,0 +1,86 @@
+"""`hpcmass interpret` under real mpirun: the same results on 1 and 2 ranks, consistent with train."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import ROOT, mpirun
+from tiny_run import build_tiny_run
+
+from hpcmass.dataset.views import make_views
+from hpcmass.interpret.dream import MAP_VIEW, radial_edges
+from hpcmass.params import load_params
+from hpcmass.store import LAYOUT, Store
+
+pytestmark = pytest.mark.mpi  # every test here runs hpcmass under real mpirun
+PARAMS = ROOT / "params" / "ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny store up to train (built once), and two copies interpreted on 1 and 2 ranks."""
+    base = tmp_path_factory.mktemp("tiny") / "base"
+    params = load_params(PARAMS)
+    build_tiny_run(base, params)
+    runs = {}
+    for ranks in (1, 2):
+        work = base.parent / f"ranks{ranks}"
+        shutil.copytree(base, work)
+        proc = mpirun(ranks, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", work, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[ranks] = (work, proc)
+    return params, base, runs
+
+
+def test_interpretation_is_rank_count_invariant(tiny_run):
+    params, _, runs = tiny_run
+    with Store.read(runs[1][0]) as one, Store.read(runs[2][0]) as two:
+        assert one.is_complete("interpret") and two.is_complete("interpret")
+        assert int(two.file["interpret"].attrs["last_run_ranks"]) == 2
+        for name in LAYOUT["interpret"]:
+            a, b = one.file["interpret"][name][...], two.file["interpret"][name][...]
+            assert np.array_equal(a, b, equal_nan=True), name
+
+
+def test_interpretation_results_are_consistent(tiny_run):
+    params, _, runs = tiny_run
+    ip = params.interpret
+    with Store.read(runs[2][0]) as s:
+        g = s.file["interpret"]
+        pred = s.file["train/pred_log_m500c"][...]
+        images = s.file["observe/images"][...]
+        # step 0 is the prediction train made for the same view with the same model
+        assert np.allclose(g["pred_dream"][..., 0], pred, atol=1e-4)
+        # iterations are meant to raise the predicted mass
+        assert (g["pred_dream"][..., -1] > g["pred_dream"][..., 0]).mean() > 0.8
+        assert g["profile"].shape == (10, 24, ip.iterations, ip.radial_bins)
+        assert np.allclose(g.attrs["radial_edges_r500c"], radial_edges(ip))
+        # the stored map is N_t - N_0 of the stored view, a non-negative whole-photon image
+        dn = g["dn_map"][...]
+        view0 = make_views(images)[:, MAP_VIEW]
+        assert (view0[:, None] + dn >= 0).all() and np.abs(dn).sum() > 0
+        small = np.abs(dn) <= ip.small_change * view0[:, None]
+        assert np.array_equal(g["small_change_map"][...].astype(bool), small)
+        assert np.array_equal(g["off_centre"][...].astype(bool),
+                              g["response_offset_r500c"][...] > ip.offcentre_r500c)
+        med = g["profile_median"][...]
+        assert np.isfinite(med[:, 0]).all() and med.shape == (ip.iterations, ip.radial_bins)
+
+
+def test_interpret_resumes_and_refuses_an_incomplete_train(tiny_run, tmp_path):
+    _, base, runs = tiny_run
+    again = mpirun(1, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", runs[1][0])
+    assert again.returncode == 0 and "interpreting 0 of 10 clusters" in again.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(base, broken)
+    with Store.read(broken) as s:
+        assert s.is_complete("train")
+    import h5py
+
+    with h5py.File(broken / "store.h5", "a") as f:
+        f["train/done"][1] = 0
+    proc = mpirun(1, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", broken)
+    assert proc.returncode == 1
+    assert "the train stage has 2/3 folds done; run `hpcmass train" in proc.stderr

@@ -1,0 +1,344 @@
+"""``hpcmass export-model`` and ``hpcmass predict``: event files binned as the training images, the
+calibrated interval, and one-line errors for files that cannot be used.
+
+The end-to-end tests run the real stages (catalog → observe with kept event files → dataset →
+train) on a tiny params/ci.yaml run once per module.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from conftest import base_env, hpcmass
+
+from hpcmass.errors import InputError
+from hpcmass.observe import imaging
+from hpcmass.predict.calibration import NOMINAL, calibrate, conformal_quantile, image_statistics, interval
+from hpcmass.predict.events import bin_event_file, xray_peak
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+RA0, DEC0, SKY_PIX = 150.0, 2.0, 0.492 / 3600  # a Chandra-like sky frame
+
+
+def write_events(path, x, y, energy_ev, *, pixel_deg=SKY_PIX, columns=("ENERGY", "X", "Y"), wcs=True,
+                 exposure=1e5):
+    """A minimal event file: EVENTS with the requested columns (X, Y in sky pixels about 4096.5)."""
+    from astropy.io import fits
+
+    ev = imaging.Events(x, y, energy_ev, (4096.5, 4096.5), (RA0, DEC0), pixel_deg, exposure)
+    ra, dec = ev.wcs().wcs_pix2world(np.column_stack([x, y]), 1).T
+    data = {"ENERGY": ("E", "eV", energy_ev), "X": ("D", "pixel", x), "Y": ("D", "pixel", y),
+            "PI": ("J", "chan", np.round(np.asarray(energy_ev) / 14.6).astype(int)),
+            "RA": ("D", "deg", ra), "DEC": ("D", "deg", dec)}
+    hdu = fits.BinTableHDU.from_columns([fits.Column(name=c, format=data[c][0], unit=data[c][1], array=data[c][2])
+                                         for c in columns])
+    hdu.name = "EVENTS"
+    if wcs and "X" in columns:
+        ix, iy = columns.index("X") + 1, columns.index("Y") + 1
+        hdu.header.update({f"TCRPX{ix}": 4096.5, f"TCRPX{iy}": 4096.5, f"TCRVL{ix}": RA0, f"TCRVL{iy}": DEC0,
+                           f"TCDLT{ix}": -pixel_deg, f"TCDLT{iy}": pixel_deg})
+    hdu.header["EXPOSURE"] = exposure
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    return path
+
+
+def cluster_events(seed=0, center=(4096.5, 4096.5), n_cluster=20_000, n_background=20_000, point_source=None):
+    """A beta = 2/3 cluster (core 30", to 10 cores) over a flat background, optionally a bright point source."""
+    rng = np.random.default_rng(seed)
+    rc = 30.0 / 0.492  # sky pixels
+    # Surface brightness (1 + s^2)^-1.5, s = r/rc: its cumulative counts are 1 - (1 + s^2)^-0.5; invert it.
+    u = rng.uniform(0.0, 1.0 - 101 ** -0.5, n_cluster)
+    r = rc * np.sqrt((1.0 - u) ** -2 - 1.0)
+    phi = rng.uniform(0, 2 * np.pi, n_cluster)
+    x = [center[0] + r * np.cos(phi), rng.uniform(4096.5 - 1300, 4096.5 + 1300, n_background)]
+    y = [center[1] + r * np.sin(phi), rng.uniform(4096.5 - 1300, 4096.5 + 1300, n_background)]
+    if point_source is not None:
+        (px, py), n = point_source
+        x.append(px + rng.normal(0, 1.0, n))
+        y.append(py + rng.normal(0, 1.0, n))
+    x, y = np.concatenate(x), np.concatenate(y)
+    return x, y, rng.uniform(300.0, 8000.0, x.size)
+
+
+# --- the interval ----------------------------------------------------------------------------------
+
+
+def test_image_statistics_central_view_and_fold_spread():
+    views = np.array([0.0, 0.1, 0.0, 0.1, 0.0, 0.1, 0.0, 0.1])
+    pred = np.stack([14.0 + views, 14.2 + views])  # 2 models × 8 views
+    central, view, fold = image_statistics(pred)
+    assert central == pytest.approx(14.15)
+    assert view == pytest.approx(np.std(views, ddof=1))
+    assert fold == pytest.approx(np.std([14.05, 14.25], ddof=1))
+    iv = interval(pred, 0.07)
+    assert (iv.lower, iv.upper) == pytest.approx((14.08, 14.22)) and iv.per_fold == pytest.approx([14.05, 14.25])
+    assert math.isnan(image_statistics(pred[:1])[2])  # one model: no fold spread
+
+
+def test_conformal_quantile_is_the_finite_sample_rank():
+    z = np.arange(1.0, 11.0)  # n = 10: the ceil(11 * 0.6827) = 8th smallest
+    assert conformal_quantile(z) == 8.0
+    assert conformal_quantile(z[:1]) == 1.0  # too few: the largest
+    with pytest.raises(ValueError):
+        conformal_quantile([])
+
+
+def held_out(n=600, sigma=0.05, n_folds=10, seed=1, bad_fold=None):
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(13.6, 15.0, n)
+    folds = np.empty(n, dtype=int)
+    folds[np.argsort(truth)] = np.arange(n) % n_folds
+    err = rng.normal(0.0, sigma, (n, 3, 1))
+    if bad_fold is not None:
+        err[folds == bad_fold] *= 5
+    pred = truth[:, None, None] + err + rng.normal(0.0, 0.003, (n, 3, 8))
+    return pred.reshape(n, 24), truth, folds
+
+
+def test_calibration_recovers_a_known_error_distribution():
+    pred, truth, folds = held_out()
+    cal, held = calibrate(pred, truth, folds)
+    # |N(0, sigma)| has its 68.27% point at sigma (the 8-view mean adds 0.003/sqrt(8) in quadrature).
+    assert cal.half_width == pytest.approx(0.05, rel=0.08)
+    assert abs(cal.coverage - NOMINAL) < 0.04
+    assert (cal.n_images, cal.n_clusters, len(cal.per_fold)) == (1800, 600, 10)
+    assert held.central.shape == (1800,) and held.covered.sum() == cal.covered
+
+
+def test_coverage_is_counted_from_held_out_images_not_assumed():
+    pred, truth, folds = held_out(n=300, bad_fold=3)
+    cal, held = calibrate(pred, truth, folds)
+    # Recount independently: each fold's half-width from the other folds' |delta|, then who is inside.
+    delta = np.abs(pred.reshape(300, 3, 8).mean(axis=2) - truth[:, None])
+    inside = 0
+    for k in range(10):
+        others = np.sort(delta[folds != k].ravel())
+        h = others[math.ceil((others.size + 1) * NOMINAL) - 1]
+        inside += int((delta[folds == k] <= h).sum())
+        fold = next(f for f in cal.per_fold if f["fold"] == k)
+        assert fold["half_width"] == pytest.approx(h) and fold["n_images"] == (folds == k).sum() * 3
+    assert cal.covered == inside and cal.coverage == pytest.approx(inside / 900)
+    bad = next(f for f in cal.per_fold if f["fold"] == 3)
+    assert bad["covered"] / bad["n_images"] < 0.35  # the fold with 5x larger errors is mostly missed
+
+
+def test_calibration_refuses_unfinished_folds():
+    pred, truth, folds = held_out(n=30)
+    pred[4, :] = np.nan
+    with pytest.raises(ValueError, match="not every fold finished"):
+        calibrate(pred, truth, folds)
+
+
+# --- event files -----------------------------------------------------------------------------------
+
+
+GEOMETRY = dict(fov_arcmin=20.0, pixels=128, emin_kev=0.5, emax_kev=7.0)
+
+
+def test_x_ray_peak_finds_the_cluster_not_a_brighter_point_source(tmp_path):
+    centre = (4096.5 + 150.0, 4096.5 - 80.0)  # 74", -39" off the tangent point
+    x, y, e = cluster_events(center=centre, point_source=((4096.5 - 700, 4096.5 + 500), 3000))
+    ev = imaging.Events(x, y, e / 1e3, (4096.5, 4096.5), (RA0, DEC0), SKY_PIX, 1e5)
+    px, py = xray_peak(ev, bin_arcsec=9.375, emin_kev=0.5, emax_kev=7.0)
+    assert math.hypot(px - centre[0], py - centre[1]) * 0.492 < 5.0  # arcsec; the training pixel is 9.4"
+    b = bin_event_file(write_events(tmp_path / "evt.fits", x, y, e), **GEOMETRY)
+    assert b.center_rule == "X-ray peak"
+    assert b.center_radec == pytest.approx(ev.pixel_to_sky(px, py), abs=1e-9)  # the field centred on it
+
+
+def test_radec_columns_bin_like_sky_pixels(tmp_path):
+    x, y, e = cluster_events(seed=2)
+    xy = bin_event_file(write_events(tmp_path / "xy.fits", x, y, e), center_radec=(RA0, DEC0), **GEOMETRY)
+    rd = bin_event_file(write_events(tmp_path / "rd.fits", x, y, e, columns=("ENERGY", "RA", "DEC")),
+                        center_radec=(RA0, DEC0), **GEOMETRY)
+    assert xy.image.sum() > 30_000
+    # Two tangent planes differ by < 0.01" over the field: only events on a bin edge may move.
+    assert np.abs(xy.image - rd.image).sum() <= 1e-3 * xy.image.sum()
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("text", "not a FITS file"),
+    ("image", "not an X-ray event list (no EVENTS binary table"),
+    ("no-energy", "has no ENERGY column"),
+    ("kev", "ENERGY is in 'keV'; expected eV"),
+    ("no-wcs", "pixel scale cannot be matched to the training images"),
+    ("coarse", "cannot be binned to the model's 9.375\" image pixel"),
+    ("no-positions", "neither sky X/Y nor RA/DEC columns"),
+    ("off-field", "lies outside the area the events cover"),
+])
+def test_unusable_event_files_are_refused_with_the_reason(tmp_path, kind, message):
+    path = bad_event_file(tmp_path, kind)
+    center = (RA0 + 1.0, DEC0) if kind == "off-field" else None
+    with pytest.raises(InputError, match=message.replace("(", r"\(")) as exc:
+        bin_event_file(path, center_radec=center, **GEOMETRY)
+    assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+
+
+def bad_event_file(directory, kind):
+    from astropy.io import fits
+
+    path = directory / f"{kind}.fits"
+    x, y, e = cluster_events(n_cluster=500, n_background=500)
+    if kind == "text":
+        path.write_text("RA DEC ENERGY\n1 2 3\n")
+    elif kind == "image":
+        fits.PrimaryHDU(np.zeros((8, 8))).writeto(path)
+    elif kind == "no-energy":
+        write_events(path, x, y, e, columns=("PI", "X", "Y"))
+    elif kind == "kev":
+        write_events(path, x, y, e, columns=("ENERGY", "X", "Y"))
+        with fits.open(path, mode="update") as h:
+            h["EVENTS"].header["TUNIT1"] = "keV"
+    elif kind == "no-wcs":
+        write_events(path, x, y, e, wcs=False)
+    elif kind == "coarse":
+        write_events(path, x, y, e, pixel_deg=60.0 / 3600)  # 60" sky pixels: coarser than any test image pixel
+    elif kind == "no-positions":
+        write_events(path, x, y, e, columns=("ENERGY", "PI"))
+    elif kind == "off-field":
+        write_events(path, x, y, e)
+    return path
+
+
+def test_warnings_name_what_differs_from_the_training_mocks():
+    from types import SimpleNamespace
+
+    from hpcmass.predict.cli import warnings_for
+
+    bundle = SimpleNamespace(image={"exposure_ks": 100.0, "redshift": 0.05},
+                             manifest={"training_set": {"log_m500c_range": [13.6, 15.0]}})
+    row = {"exposure_s": 1.05e5, "log_m500c": 14.2, "fold_spread_dex": 0.02, "half_width_dex": 0.06}
+    assert warnings_for(row, bundle, 0.05) == []
+    text = " | ".join(warnings_for({**row, "exposure_s": 3e4, "log_m500c": 15.3, "fold_spread_dex": 0.1}, bundle, 0.2))
+    assert "exposure 30 ks, trained on 100 ks" in text and "redshift 0.2, trained at 0.05" in text
+    assert "outside the training range 13.60-15.00" in text and "fold models disagree by 0.100 dex" in text
+
+
+def test_predict_without_files_or_model_says_what_it_needs(env):
+    proc = hpcmass("predict", env=env)
+    assert proc.returncode == 2 and "expected one or more EVENTS.fits files and --model DIR" in proc.stderr
+
+
+# --- end to end: the real stages, export-model, predict ------------------------------------------
+
+CI = ["--params", "params/ci.yaml", "--set", "catalog.n_clusters=6", "--set", "catalog.max_gas_cells=15000",
+      "--set", "observe.keep_events=true"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny trained run whose observe stage kept its event files, and its exported model."""
+    wd = tmp_path_factory.mktemp("predict") / "wd"
+    env = base_env(wd)
+    (wd / "xdg").mkdir(parents=True)  # astropy warns about a missing XDG_CONFIG_HOME
+    for stage in ("catalog", "observe", "dataset", "train"):
+        proc = hpcmass(stage, *CI, "--workdir", wd, env=env, timeout=600)
+        assert proc.returncode == 0, f"{stage}: {proc.stderr}"
+    out = wd.parent / "exported"
+    proc = hpcmass("export-model", "--workdir", wd, "--output", out, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return wd, out, env, proc.stdout
+
+
+@pytest.mark.slow
+def test_exported_directory_holds_models_geometry_and_the_computed_coverage(trained):
+    from hpcmass.params import load_params
+    from hpcmass.predict.bundle import load_bundle
+
+    wd, out, _, stdout = trained
+    m = json.loads((out / "model.json").read_text())
+    assert m["models"] == ["fold_00.keras", "fold_01.keras", "fold_02.keras"]
+    assert all((out / f).is_file() for f in m["models"]) and load_bundle(out).manifest == m
+    params = load_params(out / "params.yaml")
+    assert (params.catalog.n_clusters, params.observe.keep_events, params.dataset.scaling) == (6, True, "log1p")
+    with h5py.File(wd / "store.h5", "r") as f:
+        obs = dict(f["observe"].attrs)
+        pred, truth, folds = f["train/pred_log_m500c"][...], f["catalog/log_m500c"][...], f["dataset/fold"][...]
+        assert m["provenance"]["train"]["params_hash"] == f["train"].attrs["params_hash"]
+    img = m["image"]
+    assert (img["fov_arcmin"], img["pixels"], img["band_kev"]) == (20.0, 32, [0.5, 7.0])
+    assert img["pixel_arcsec"] == pytest.approx(obs["pixel_arcsec"]) == pytest.approx(37.5)
+    assert img["pixel_kpc"] == pytest.approx(obs["pixel_kpc"]) and img["exposure_ks"] == obs["exposure_ks"]
+    assert m["provenance"]["observe"]["data_mode"] == obs["data_mode"] == "approximate"
+    assert m["input_scaling"]["method"] == "log1p" and m["views"]["per_image"] == 8
+    assert {"tensorflow", "hpcmass", "numpy"} <= set(m["provenance"]["versions"])
+    # The coverage is recounted here from the store's held-out predictions.
+    delta = np.abs(pred.reshape(6, 3, 8).mean(axis=2) - truth[:, None])
+    inside = 0
+    for k in range(3):
+        others = np.sort(delta[folds != k].ravel())
+        inside += int((delta[folds == k] <= others[math.ceil((others.size + 1) * NOMINAL) - 1]).sum())
+    cal = m["calibration"]
+    assert (cal["covered"], cal["n_images"]) == (inside, 18) and cal["coverage"] == pytest.approx(inside / 18)
+    assert f"measured coverage on held-out images {100 * inside / 18:.1f}% ({inside}/18" in stdout
+    with open(out / "heldout.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 18 and sum(int(r["covered"]) for r in rows) == inside
+
+
+@pytest.mark.slow
+def test_predicting_the_observe_stage_event_files_equals_predicting_its_images(trained, tmp_path):
+    from hpcmass.predict.bundle import load_bundle
+
+    wd, out, env, _ = trained
+    cluster = 4
+    files = [wd / "observe" / "events" / f"cluster{cluster:06d}_{a}_evt.fits" for a in "xyz"]
+    with h5py.File(wd / "store.h5", "r") as f:
+        images, held = f["observe/images"][cluster], f["train/pred_log_m500c"][cluster]
+        fold = int(f["dataset/fold"][cluster])
+    # The exported model alone: another place, no store.
+    moved = shutil.copytree(out, tmp_path / "elsewhere")
+    (wd / "store.h5").rename(wd / "store.h5.away")
+    try:
+        proc = hpcmass("predict", *map(str, files), "--model", moved, "--center", "30.0,45.0",
+                       "--json", tmp_path / "p.json", "--csv", tmp_path / "p.csv", env=env)
+    finally:
+        (wd / "store.h5.away").rename(wd / "store.h5")
+    assert proc.returncode == 0, proc.stderr
+    assert "measured coverage on held-out images" in proc.stdout and "cluster000004_x_evt.fits" in proc.stdout
+    rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    for a, path in enumerate(files):
+        np.testing.assert_array_equal(bin_event_file(path, center_radec=(30.0, 45.0), fov_arcmin=20.0, pixels=32,
+                                                     emin_kev=0.5, emax_kev=7.0).image, images[a])
+    bundle = load_bundle(moved)
+    mine = bundle.predict(images)  # (3 projections, 3 models, 8 views) from the store's images
+    for a, row in enumerate(rows):
+        iv = interval(mine[a], bundle.calibration.half_width)
+        assert row["center_rule"] == "given" and row["counts_in_image"] == images[a].sum()
+        assert row["per_fold_log_m500c"] == pytest.approx(iv.per_fold, abs=1e-6)
+        assert (row["log_m500c"], row["lower"], row["upper"]) == pytest.approx((iv.central, iv.lower, iv.upper),
+                                                                               abs=1e-6)
+        # The cluster's own test-fold model gives what the train stage stored for these 8 views.
+        np.testing.assert_allclose(mine[a, fold], held[8 * a: 8 * a + 8], atol=1e-5)
+    with open(tmp_path / "p.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [float(r["log_m500c"]) for r in table] == pytest.approx([r["log_m500c"] for r in rows])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, message", [("image", "not an X-ray event list"), ("no-energy", "no ENERGY column"),
+                                           ("coarse", "cannot be binned to the model's 37.5\" image pixel")])
+def test_predict_refuses_unusable_files_in_one_line(trained, tmp_path, kind, message):
+    _, out, env, _ = trained
+    proc = hpcmass("predict", bad_event_file(tmp_path, kind), "--model", out, env=env)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_export_and_predict_say_what_to_run_first(trained, tmp_path):
+    wd, _, env, _ = trained
+    proc = hpcmass("predict", tmp_path / "x.fits", "--model", wd, env=env)
+    assert proc.returncode == 2 and f"run `hpcmass export-model --workdir {wd}`" in proc.stderr
+    proc = hpcmass("export-model", "--workdir", wd, "--output", wd / "catalog", env=env)
+    assert proc.returncode == 2 and "is not an exported hpcmass model" in proc.stderr
+    empty = tmp_path / "empty"
+    proc = hpcmass("export-model", "--workdir", empty, env=env)
+    assert proc.returncode == 2 and "no store here" in proc.stderr

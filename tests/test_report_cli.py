@@ -1,0 +1,97 @@
+"""`hpcmass report` on a tiny store: the page, its figures, clusters.csv and the store's report group."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from conftest import ROOT, hpcmass, mpirun
+from tiny_run import build_tiny_run
+
+from hpcmass.params import load_params
+from hpcmass.report.stats import gaussian_fit
+from hpcmass.store import Store
+
+pytestmark = pytest.mark.mpi  # every test here runs hpcmass under real mpirun
+PARAMS = ROOT / "params" / "ci.yaml"
+FAST = ["--set", "report.bootstrap_resamples=100"]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """A tiny interpreted store, reported by a plain process and by a 2-rank mpirun (on a copy)."""
+    root = tmp_path_factory.mktemp("report")
+    base = root / "base"
+    build_tiny_run(base, load_params(PARAMS, FAST[1:]))
+    early = hpcmass("report", "--params", PARAMS, "--workdir", base, *FAST)
+    proc = mpirun(1, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", base, *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = root / "two"
+    shutil.copytree(base, two)
+    one = hpcmass("report", "--params", PARAMS, "--workdir", base, *FAST)
+    par = mpirun(2, "-m", "hpcmass", "report", "--params", PARAMS, "--workdir", two, *FAST)
+    for p in (one, par):
+        assert p.returncode == 0, p.stderr[-3000:]
+    return {"early": early, 1: base, 2: two}
+
+
+def test_report_needs_the_interpret_stage(reports):
+    assert reports["early"].returncode == 1
+    assert "the interpret stage has not been run; run `hpcmass interpret" in reports["early"].stderr
+
+
+def test_html_references_figures_that_exist(reports):
+    out = reports[1] / "report"
+    html = (out / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert sorted(images) == ["fig1_images.png", "fig3_pred_vs_true.png", "fig4_residual_pdf.png",
+                              "fig5_deepdream.png", "fig6_radial_profile.png"]
+    for name in images:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+    for link in re.findall(r'<a href="([^"]+)"', html):
+        assert (out / link).is_file(), link
+    # the paper's numbers stand beside this run's, with provenance and the data mode
+    for text in ("0.051", "-0.022", "0.033", "0.041", "14.6%", "22.2%",
+                 "toy test images", "params hash", "tensorflow", "seed: 12345"):
+        assert text in html, text
+    assert "mock images" in html and "no gas L<sub>X</sub>" in html
+
+
+def test_numbers_match_the_store(reports):
+    out = reports[1] / "report"
+    summary = json.loads((out / "summary.json").read_text())
+    with Store.read(reports[1]) as s:
+        assert s.is_complete("report")
+        log_m = s.file["catalog/log_m500c"][...]
+        pred = s.file["train/pred_log_m500c"][...].astype(float)
+        lx = s.file["report/lx_erg_s"][...]
+        lx_pred = s.file["report/lx_pred_log_m500c"][...]
+        assert lx.shape == (10, 3, 3) and (lx > 0).all()
+        assert np.isfinite(lx_pred).all()
+    fit = gaussian_fit(pred - log_m[:, None], n_resamples=100, seed=12345)
+    assert summary["cnn"]["all"]["sigma"] == pytest.approx(fit.sigma)
+    assert summary["cnn"]["all"]["mu"] == pytest.approx(fit.mu)
+    # the toy clusters follow an exact L-M power law: the image L_X predicts masses well
+    assert summary["lx_image"]["0"]["all"]["sigma"] < 0.1
+    rows = list(csv.DictReader(open(out / "clusters.csv")))
+    assert len(rows) == 10
+    for row, m, p in zip(rows, log_m, pred):
+        assert float(row["log_m500c_true"]) == pytest.approx(m, abs=1e-4)
+        assert float(row["pred_median"]) == pytest.approx(np.median(p), abs=1e-4)
+        assert float(row["pred_std"]) == pytest.approx(np.std(p), abs=1e-4)
+        assert float(row["lx_ce_image_erg_s"]) > 0
+
+
+def test_two_ranks_make_the_same_report_and_rerun_is_a_no_op(reports):
+    a, b = (reports[k] / "report" for k in (1, 2))
+    assert (a / "clusters.csv").read_text() == (b / "clusters.csv").read_text()
+    assert json.loads((a / "summary.json").read_text()) == json.loads((b / "summary.json").read_text())
+    with Store.read(reports[2]) as s:
+        assert s.is_complete("report") and int(s.file["report"].attrs["last_run_ranks"]) == 2
+    again = hpcmass("report", "--params", PARAMS, "--workdir", reports[2], *FAST)
+    assert again.returncode == 0 and "already done" in again.stderr

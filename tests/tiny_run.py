@@ -1,0 +1,99 @@
+"""A tiny but consistent store up to the train stage, for the interpret and report tests.
+
+Catalog, observe, dataset and train groups are written through the Store API with the LAYOUT
+names, from toy β-model images (tests/toy_clusters.py); each fold's model is the paper's CNN
+trained for a few epochs on its training clusters and saved where ``load_fold_model`` looks,
+and ``/train/pred_log_m500c`` holds those models' test-fold predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from toy_clusters import toy_images
+
+from hpcmass.dataset.folds import assign_folds, split
+from hpcmass.dataset.views import N_VIEWS, make_views
+from hpcmass.mpi import world
+from hpcmass.store import Store
+
+#: 20' at z = 0.05 (as the paper's images) spread over the toy image's pixels.
+FIELD_KPC = 1182.0
+FIELD_ARCSEC = 1200.0
+#: The toy images' flat background [counts per pixel] (tests/toy_clusters.py).
+TOY_BACKGROUND = 0.3
+
+
+def write_response(directory: Path, params) -> dict:
+    """The approximate ACIS-I ARF/RMF and a flat particle background PHA whose band rate gives the
+    toy images' TOY_BACKGROUND counts per pixel; returns the observe stage's ``data_files`` record."""
+    from astropy.io import fits
+
+    from hpcmass.observe import approx
+
+    directory.mkdir(parents=True, exist_ok=True)
+    approx.write_arf(directory / "toy.arf")
+    approx.write_rmf(directory / "toy.rmf")
+    lo, hi = approx.channel_edges()
+    band = (lo >= params.observe.emin_kev) & (hi <= params.observe.emax_kev)
+    pixel_arcmin2 = (FIELD_ARCSEC / params.observe.image_pixels / 60) ** 2
+    rate = np.where(band, TOY_BACKGROUND / (1e3 * params.observe.exposure_ks * pixel_arcmin2) / band.sum(), 0.0)
+    hdu = fits.BinTableHDU.from_columns([fits.Column(name="CHANNEL", format="J", array=np.arange(1, lo.size + 1)),
+                                         fits.Column(name="COUNT_RATE", format="E", array=rate)])
+    hdu.name = "SPECTRUM"
+    hdu.writeto(directory / "toy_bkgnd.pha")
+    return {"mode": "toy", "soxs_data_dir": str(directory), "arf": "toy.arf", "rmf": "toy.rmf",
+            "bkgnd": "toy_bkgnd.pha", "foreground": False}
+
+
+def build_tiny_run(workdir, params, epochs: int = 3) -> None:
+    import tf_keras
+
+    from hpcmass.train.model import build_model, model_path, predict_log_m500c, save_model_atomic
+
+    n, pixels = params.catalog.n_clusters, params.observe.image_pixels
+    images, log_m = toy_images(n, pixels, seed=params.run.seed % 1000)
+    pixel_kpc = FIELD_KPC / pixels
+    # toy core radius ~ P/12 at log M = 14.3 and rc ~ 0.18 R500c, growing as M^(1/3)
+    r500c_kpc = pixels / 12 / 0.18 * pixel_kpc * 10 ** ((log_m - 14.3) / 3)
+    comm = world()
+    stages = {
+        "catalog": {"cluster_id": np.arange(100, 100 + n), "log_m500c": log_m, "r500c_kpc": r500c_kpc,
+                    "center_ckpch": np.zeros((n, 3)), "cutout": np.array([b"none"] * n),
+                    "n_gas_cells": np.full(n, 1000)},
+        "observe": {"images": images},
+        "dataset": {"fold": assign_folds(log_m, params.dataset.n_folds)},
+    }
+    for stage, data in stages.items():
+        with Store.open_stage(workdir, params, stage, comm, n_units=n, unit="cluster") as st:
+            for name, value in data.items():
+                st.require(name, axes=images.shape[1], pixels=pixels)[...] = value
+            if stage == "observe":
+                files = write_response(Path(workdir) / "observe" / "response", params)
+                st.set_attrs(pixel_kpc=pixel_kpc, pixel_arcsec=FIELD_ARCSEC / pixels, data_mode="toy test images",
+                             exposure_ks=params.observe.exposure_ks, redshift=params.observe.redshift,
+                             data_files=json.dumps(files), instrument=json.dumps({"bkgnd": [files["bkgnd"], 1.0]}))
+            for i in range(n):
+                st.mark_done(i)
+    folds = stages["dataset"]["fold"]
+    views = make_views(images).astype(np.float32)  # (n, 24, P, P)
+    pred = np.full((n, N_VIEWS), np.nan, dtype=np.float32)
+    k_folds = params.dataset.n_folds
+    for k in range(k_folds):
+        train, _, test = split(folds, k, k_folds)
+        tf_keras.utils.set_random_seed(params.run.seed + k)
+        model = build_model(pixels, params.dataset.scaling, seed=k)
+        model.layers[-1].bias.assign([float(np.mean(log_m[train]))])
+        model.compile(optimizer=tf_keras.optimizers.Adam(params.train.learning_rate), loss="mse")
+        model.fit(views[train].reshape(-1, pixels, pixels), np.repeat(log_m[train], N_VIEWS), epochs=epochs,
+                  batch_size=32, verbose=0, shuffle=True)
+        save_model_atomic(model, model_path(workdir, k))
+        pred[test] = predict_log_m500c(model, views[test])
+    with Store.open_stage(workdir, params, "train", comm, n_units=k_folds, unit="fold") as st:
+        st.require("pred_log_m500c", clusters=n, views=N_VIEWS)[...] = pred
+        st.require("epoch_chosen")[...] = epochs
+        st.require("criteria_met")[...] = 0
+        for k in range(k_folds):
+            st.mark_done(k)

@@ -1,0 +1,50 @@
+"""Small mock cluster images for the dataset/train tests, and a store holding them.
+
+Each toy cluster is an elliptical β-model (β = 2/3) whose core radius grows as M^(1/3) and whose
+central brightness as M^1.2, off-centre by up to a pixel and a half, on a flat background, with
+Poisson counts: brightness and size carry the mass, so even a few epochs learn something.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcmass.mpi import world
+from hpcmass.store import Store
+
+
+def toy_images(n_clusters: int, pixels: int = 32, n_axes: int = 3, seed: int = 0):
+    """(images (n, n_axes, P, P) int32, log_m500c (n,)): masses uniform in 13.6-15.0, random order."""
+    rng = np.random.default_rng(seed)
+    log_m = rng.uniform(13.6, 15.0, n_clusters)
+    yy, xx = np.mgrid[:pixels, :pixels] + 0.5 - pixels / 2
+    images = np.empty((n_clusters, n_axes, pixels, pixels), dtype=np.int32)
+    for i, lm in enumerate(log_m):
+        for a in range(n_axes):
+            dx, dy = rng.uniform(-1.5, 1.5, 2)
+            q, theta = rng.uniform(0.7, 1.0), rng.uniform(0, np.pi)
+            u = (xx - dx) * np.cos(theta) + (yy - dy) * np.sin(theta)
+            v = -(xx - dx) * np.sin(theta) + (yy - dy) * np.cos(theta)
+            rc = pixels / 12 * 10 ** ((lm - 14.3) / 3)
+            surface = 30 * 10 ** (1.2 * (lm - 14.3)) * (1 + (u**2 + (v / q) ** 2) / rc**2) ** -1.5
+            images[i, a] = rng.poisson(surface + 0.3)
+    return images, log_m
+
+
+def write_toy_store(workdir, params, images, log_m500c, folds=None) -> None:
+    """A store with complete catalog and observe stages holding these masses and images (and the
+    dataset stage holding ``folds``, if given)."""
+    n = log_m500c.size
+    with Store.open_stage(workdir, params, "catalog", world(), n_units=n, unit="cluster") as st:
+        st.require("log_m500c")[...] = log_m500c
+        for i in range(n):
+            st.mark_done(i)
+    with Store.open_stage(workdir, params, "observe", world(), n_units=n, unit="cluster") as st:
+        st.require("images", axes=images.shape[1], pixels=images.shape[-1])[...] = images
+        for i in range(n):
+            st.mark_done(i)
+    if folds is not None:
+        with Store.open_stage(workdir, params, "dataset", world(), n_units=n, unit="cluster") as st:
+            st.require("fold")[...] = folds
+            for i in range(n):
+                st.mark_done(i)
