@@ -74,7 +74,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def resolve_workdir(args, params) -> Path:
-    return Path(args.workdir or os.environ.get("HPCMASS_WORKDIR") or Path("runs") / params.run.name)
+    """Absolute, so that stages may change directory (SOXS works in a scratch directory)."""
+    return Path(args.workdir or os.environ.get("HPCMASS_WORKDIR") or Path("runs") / params.run.name).resolve()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,6 +110,26 @@ def progress(comm, total: int, desc: str, initial: int = 0):
                 file=sys.stderr)
 
 
+def on_root(comm, fn, *args):
+    """Run ``fn(*args)`` on rank 0 alone and return its result on every rank.
+
+    An HpcmassError it raises is raised on every rank, so no rank is left waiting in the next
+    collective; any other exception reaches the excepthook, which aborts the job.
+    """
+    from .errors import HpcmassError
+
+    out = None
+    if comm.Get_rank() == 0:
+        try:
+            out = fn(*args)
+        except HpcmassError as e:
+            out = e
+    out = comm.bcast(out, root=0)
+    if isinstance(out, HpcmassError):
+        raise out
+    return out
+
+
 class SharedCounter:
     """An int64 on rank 0, advanced atomically with MPI_Fetch_and_op from any rank."""
 

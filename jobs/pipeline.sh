@@ -26,8 +26,10 @@ from hpcmass.params import STAGES
 print("\n".join(n for n, _ in available_commands() if n in STAGES))')
 start=$SECONDS
 for stage in "${STAGES[@]}"; do
+    # The report goes last, after the progress table, so that its summary ends the output.
+    [[ "$stage" == report ]] && "$VENV/bin/hpcmass" status "${ARGS[@]}"
     echo "=== hpcmass $stage ($RANKS ranks) ==="
     VENV="$VENV" "$ROOT/jobs/stage.sh" "$stage" --ranks "$RANKS" "${ARGS[@]}"
 done
-"$VENV/bin/hpcmass" status "${ARGS[@]}"
+[[ " ${STAGES[*]} " == *" report "* ]] || "$VENV/bin/hpcmass" status "${ARGS[@]}"
 echo "pipeline finished in $((SECONDS - start)) s"

@@ -28,3 +28,14 @@ def test_stage_commands_are_listed_in_pipeline_order():
     names = [n for n, _ in available_commands() if n in STAGES]
     assert names == sorted(names, key=STAGES.index)
     assert "status" in dict(available_commands())
+
+
+def test_relative_workdir_is_resolved(tmp_path):
+    """A relative --workdir must survive stages that chdir (the observe stage runs SOXS in scratch)."""
+    from hpcmass.cli import resolve_workdir
+    from hpcmass.params import load_params
+
+    class Args:
+        workdir = "runs/x"
+
+    assert resolve_workdir(Args, load_params(None)).is_absolute()

@@ -3,9 +3,7 @@ resubmission, the time-limit warning and requeue. Params: params/ci.yaml."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 

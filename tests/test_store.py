@@ -13,7 +13,7 @@ import pytest
 from hpcmass.errors import StageError, StoreError
 from hpcmass.mpi import world
 from hpcmass.params import load_params
-from hpcmass.store import DONE, FAILED, LAYOUT, Store, status, store_path
+from hpcmass.store import DONE, FAILED, Store, status, store_path
 
 
 def _params(*sets):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ParamsError, StageError
-from ..mpi import dynamic_tasks, progress
+from ..mpi import dynamic_tasks, on_root, progress
 from ..params import Params
 from ..store import LAYOUT, Store, stage_dir
 from . import generate as gen
@@ -45,20 +45,6 @@ def resolution(params: Params) -> gen.Resolution:
     return gen.Resolution(cell_mass=cp.cell_mass_msun, max_cells=cp.max_gas_cells, r_max=cp.r_max_r500)
 
 
-def _on_root(comm, fn):
-    """Run ``fn`` on rank 0 and give every rank its result, or raise its error everywhere."""
-    out = None
-    if comm.Get_rank() == 0:
-        try:
-            out = fn()
-        except StageError as e:
-            out = e
-    out = comm.bcast(out, root=0)
-    if isinstance(out, StageError):
-        raise out
-    return out
-
-
 def _stored_path(path: Path, workdir: Path) -> bytes:
     """Cutout path relative to the workdir when inside it, else absolute."""
     path, workdir = path.resolve(), workdir.resolve()
@@ -84,7 +70,7 @@ def run_catalog(workdir: str | Path, params: Params, comm, *, restart_from: str 
         models, res = synthetic_models(params), resolution(params)
         n = cp.n_clusters
     else:
-        inputs = _on_root(comm, select)
+        inputs = on_root(comm, select)
         n = len(inputs.group_id)
         if n != cp.n_clusters:
             raise ParamsError(f"{tng_dir} holds {n} haloes with {cp.log_m500c_min} <= log10 M500c <= "
@@ -100,13 +86,13 @@ def run_catalog(workdir: str | Path, params: Params, comm, *, restart_from: str 
                 if todo or not tng.group_catalog_path(tng_dir, snapshot).exists():
                     gen.write_synthetic_group_catalog(tng_dir, models, res, cp.box_size_ckpch)
                 return select()
-            inputs = _on_root(comm, write_groups)
+            inputs = on_root(comm, write_groups)
             if not np.array_equal(inputs.group_id, np.arange(n)):
                 raise StageError(f"{tng.group_catalog_path(tng_dir, snapshot)} does not list synthetic clusters "
                                  f"0..{n - 1}; re-run with --restart-from catalog")
             costs = [gen.cell_plan(models[i], ph.profiles(models[i]), res).total for i in todo]
         else:
-            costs = _on_root(comm, lambda: [_file_size(inputs.cutout(inputs.group_id[i])) for i in todo])
+            costs = on_root(comm, lambda: [_file_size(inputs.cutout(inputs.group_id[i])) for i in todo])
         st.set_attrs(source=cp.source, box_size_ckpch=inputs.box_size, hubble=inputs.hubble, omega_m=inputs.omega_m,
                      omega_lambda=inputs.omega_l, snapshot_redshift=inputs.redshift, snapshot=snapshot,
                      input_dir=str(tng_dir), center_convention="GroupPos wrapped into [0, BoxSize); cutouts hold box "

@@ -9,8 +9,6 @@ median Delta N / N profile and its spread.
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import StageError
 from ..mpi import dynamic_tasks, get_logger, progress
 from ..store import LAYOUT, Store

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StageError, StoreError
-from ..mpi import dynamic_tasks, get_logger, progress
+from ..mpi import dynamic_tasks, get_logger, on_root, progress
 from ..store import Store, stage_dir
 from . import approx, imaging, simulate, xray
 
@@ -28,22 +28,6 @@ _PARTS = ("load", "photons", "projection", "instrument")
 
 def add_arguments(parser) -> None:
     pass
-
-
-def _on_root(comm, fn, *args):
-    """Run ``fn`` on rank 0 and share its result; an HpcmassError it raises is raised on every rank."""
-    from ..errors import HpcmassError
-
-    out = None
-    if comm.Get_rank() == 0:
-        try:
-            out = fn(*args)
-        except HpcmassError as e:
-            out = e
-    out = comm.bcast(out, root=0)
-    if isinstance(out, HpcmassError):
-        raise out
-    return out
 
 
 def read_catalog(workdir: Path, params_file: str | None, restart_from: str | None) -> dict:
@@ -75,9 +59,9 @@ def run(args, params, comm) -> int:
     rank = comm.Get_rank()
     workdir = Path(args.workdir)
     out_dir = stage_dir(workdir, "observe")
-    cat = _on_root(comm, read_catalog, workdir, args.params, args.restart_from)
+    cat = on_root(comm, read_catalog, workdir, args.params, args.restart_from)
     n = len(cat["cluster_id"])
-    data = _on_root(comm, _prepare_data, p, out_dir / "approx", cat["prior_mode"])
+    data = on_root(comm, _prepare_data, p, out_dir / "approx", cat["prior_mode"])
     log.info("X-ray data: %s", data.describe())
     # Each rank's scratch (photon lists, SIMPUT and event files, SOXS's config) in its own directory.
     with tempfile.TemporaryDirectory(prefix=f"hpcmass-observe-r{rank}-") as scratch:

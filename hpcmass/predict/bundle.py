@@ -62,7 +62,7 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
         cat = {k: f[f"catalog/{k}"][...] for k in ("cluster_id", "log_m500c")}
         folds = f["dataset/fold"][...].astype(np.int64)
         pred = f["train/pred_log_m500c"][...]
-        n_axes, pixels = f["observe/images"].shape[1], f["observe/images"].shape[-1]
+        pixels = f["observe/images"].shape[-1]
         obs = {k: _scalar(v) for k, v in f["observe"].attrs.items()}
         train = {k: _scalar(v) for k, v in f["train"].attrs.items()}
         fit = {k: f[f"train/{k}"][...].tolist() for k in ("epoch_chosen", "criteria_met")}

@@ -7,6 +7,8 @@ group, whose done flag marks the report finished.
 
 from __future__ import annotations
 
+import json
+
 from ..errors import HpcmassError, StageError
 from ..mpi import get_logger
 from ..store import Store, stage_dir
@@ -17,6 +19,23 @@ _NEEDS = ("catalog", "observe", "dataset", "train", "interpret")
 
 def add_arguments(parser) -> None:
     """No options beyond the common ones: everything is in the ``report`` params section."""
+
+
+def summary_lines(summary: dict, html) -> list[str]:
+    """The report's path and three lines: CNN scatter and bias, and the L_X baseline, beside the paper's."""
+    cnn, paper = summary["cnn"], summary["paper"]
+    lx = summary["lx_image"]
+    errors = [k for k in lx if k != "0"]
+    lx_text = ", ".join(f"{lx[k]['all']['percent']:.1f}% ({float(k):.0%} aperture)" for k in errors)
+    paper_lx = ", ".join(f"{paper['lx_percent'][k]}%" for k in errors if k in paper["lx_percent"])
+    return [
+        f"report: {html}",
+        f"  CNN  all folds  sigma {cnn['all']['sigma']:.3f} dex ({cnn['all']['percent']:.1f}%), "
+        f"mu {cnn['all']['mu']:+.3f}   [paper: {paper['sigma']:.3f}, {paper['mu']:+.3f}]",
+        f"  CNN  best fold  sigma {cnn['best']['sigma']:.3f} dex (fold {cnn['best_fold']})   "
+        f"[paper: {paper['best_sigma']:.3f}]",
+        f"  L_X  core-excised mass scatter {lx_text}   [paper: {paper_lx}]",
+    ]
 
 
 def run(args, params, comm) -> int:
@@ -47,14 +66,13 @@ def run(args, params, comm) -> int:
                 ds["lx_erg_s"][...] = lx.lx
                 ds["lx_pred_log_m500c"][...] = lx.pred
                 st.mark_done(0)
-                cnn = summary["cnn"]["all"]
-                log.info("report: %s — CNN sigma %.3f dex (%.1f%%), mu %+.3f; best fold %d sigma %.3f",
-                         out / "index.html", cnn["sigma"], cnn["percent"], cnn["mu"], summary["cnn"]["best_fold"],
-                         summary["cnn"]["best"]["sigma"])
             except HpcmassError as e:
                 error = str(e)
         # Rank 0 worked while the others waited here; a failure is raised on every rank alike.
         error = comm.bcast(error, root=0)
     if error:
         raise StageError(error)
+    if rank == 0:
+        summary = json.loads((out / "summary.json").read_text())
+        print("\n".join(summary_lines(summary, out / "index.html")), flush=True)
     return 0

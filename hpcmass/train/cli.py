@@ -25,8 +25,8 @@ import shutil
 import numpy as np
 
 from ..dataset.views import VIEWS_PER_AXIS
-from ..errors import HpcmassError, ParamsError, StageError
-from ..mpi import get_logger, stop_requested
+from ..errors import ParamsError, StageError
+from ..mpi import get_logger, on_root, stop_requested
 from ..params import STAGES
 from ..store import DONE, Store, stage_dir
 from . import results
@@ -109,7 +109,7 @@ def run(args, params, comm) -> int:
                 shutil.rmtree(fold_dir(args.workdir, k), ignore_errors=True)
         return states
 
-    states = _on_rank0(comm, prepare)
+    states = on_root(comm, prepare)
     todo = [k for k in wanted if states[k] != DONE and not _finished(args.workdir, k, params_hash)]
     skipped = len(wanted) - len(todo)
     log.info("train: %d fold(s) requested, %d to train%s; %d cluster(s) of %d×%d px, %d views each, %d rank(s)%s",
@@ -137,7 +137,7 @@ def run(args, params, comm) -> int:
     group.shutdown()
 
     comm.Barrier()
-    summary = _on_rank0(comm, lambda: results.merge(args.workdir, params, solo, n_clusters=n_clusters,
+    summary = on_root(comm, lambda: results.merge(args.workdir, params, solo, n_clusters=n_clusters,
                                                     n_views=n_views, log=log))
     failed = {k: why for k, why in summary["failed"].items() if k in wanted}
     if failed:
@@ -145,20 +145,6 @@ def run(args, params, comm) -> int:
     log.info("train: %d/%d folds in the store; models in %s", summary["done"], summary["total"],
              stage_dir(args.workdir, "train"))
     return 0
-
-
-def _on_rank0(comm, action):
-    """``action()`` run by rank 0 alone; its result, or the error it raised, on every rank."""
-    out = None
-    if comm.Get_rank() == 0:
-        try:
-            out = action()
-        except HpcmassError as e:
-            out = e
-    out = comm.bcast(out, root=0)
-    if isinstance(out, HpcmassError):
-        raise out
-    return out
 
 
 def _finished(workdir, fold: int, params_hash: str) -> bool:

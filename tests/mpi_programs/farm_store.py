@@ -8,8 +8,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 from hpcmass.mpi import (EXIT_STOPPED, dynamic_tasks, get_logger, install_excepthook, install_stop_handler,
                          progress, stop_requested, world)
 from hpcmass.params import load_params
