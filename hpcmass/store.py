@@ -36,6 +36,7 @@ import os
 import socket
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -198,15 +199,25 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed rank whose parent (mpirun) is gone can linger as a zombie until reaped
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
-def _stale_reason(held: _LockInfo) -> str | None:
+def _stale_reason(held: _LockInfo, grace_s: float = 3.0) -> str | None:
     if held.slurm_job and held.slurm_job == os.environ.get("SLURM_JOB_ID") and held.pid != os.getpid():
         return f"SLURM job {held.slurm_job} was requeued"
-    if held.host == socket.gethostname() and not _pid_alive(held.pid):
-        return f"process {held.pid} on {held.host} is gone"
-    return None
+    if held.host != socket.gethostname():
+        return None
+    # A job killed a moment ago (mpirun returns before every rank is reaped) gets a short grace.
+    deadline = time.monotonic() + grace_s
+    while _pid_alive(held.pid):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+    return f"process {held.pid} on {held.host} is gone"
 
 
 @contextlib.contextmanager

@@ -36,6 +36,17 @@ def _wait(slurm, job: str, timeout: float = 900) -> str:
     raise AssertionError(f"job {job} still {slurm.job_state(job)} after {timeout} s\n{slurm.logs()}")
 
 
+def _wait_until_partly_done(workdir: Path, stage: str, timeout: float = 300) -> None:
+    """Return once some, not all, of the stage's units are done (so an interruption hits mid-stage)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = status(workdir)["stages"][stage] if store_path(workdir).exists() else None
+        if s and 0 < s["done"] < s["total"]:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{stage} never reached a partial state in {timeout} s")
+
+
 def _logs(workdir: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted((workdir / "slurm").glob("*.out")))
 
@@ -77,12 +88,7 @@ def test_cancelled_observe_resubmitted_equals_uninterrupted(slurm, tmp_path, ref
     env = base_env(tmp_path)
     hpcmass("catalog", "--params", CI, "--workdir", wd, env=env, check=True, timeout=300)
     job = _submit(slurm, wd, "--from", "observe", "--to", "observe")["observe"]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # cancel once some, not all, clusters are done
-        s = status(wd)["stages"]["observe"] if store_path(wd).exists() else None
-        if s and 0 < s["done"] < s["total"]:
-            break
-        time.sleep(0.3)
+    _wait_until_partly_done(wd, "observe")
     subprocess.run(["scancel", job], env=slurm.env, check=True)
     assert _wait(slurm, job) == "CANCELLED"
     s = status(wd)["stages"]["observe"]
@@ -99,12 +105,7 @@ def test_time_limit_warning_requeues_and_resumes(slurm, tmp_path, reference):
     env = base_env(tmp_path)
     hpcmass("catalog", "--params", CI, "--workdir", wd, env=env, check=True, timeout=300)
     job = _submit(slurm, wd, "--from", "observe", "--to", "observe")["observe"]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        s = status(wd)["stages"]["observe"] if store_path(wd).exists() else None
-        if s and 0 < s["done"] < s["total"]:
-            break
-        time.sleep(0.3)
+    _wait_until_partly_done(wd, "observe")
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=slurm.env, check=True)
     assert _wait(slurm, job) == "COMPLETED", _logs(wd)
     log = _logs(wd)

@@ -176,11 +176,13 @@ def test_merge_waits_while_another_process_writes_the_store(tmp_path, toy):
         "import sys, time, h5py; from pathlib import Path; from hpcmass.store import writer_lock\n"
         f"p = Path({str(store_path(tmp_path))!r})\n"
         "with writer_lock(p, 'observe'), h5py.File(p, 'a'):\n"
-        "    print('holding', flush=True); time.sleep(3)\n")],
-        env=base_env(tmp_path), stdout=subprocess.PIPE, text=True)
+        "    print('holding', flush=True); sys.stdin.readline(); time.sleep(1.5)\n")],
+        env=base_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "holding"
     with pytest.raises(StoreBusyError, match="being written by pid"):
         merge(tmp_path, params, world(), n_clusters=10, n_views=24, log=None, wait_s=0.1)
+    holder.stdin.write("release\n")
+    holder.stdin.flush()  # the holder lets go 1.5 s from now, while merge waits
     t0 = time.monotonic()
     summary = merge(tmp_path, params, world(), n_clusters=10, n_views=24, log=None, wait_s=60)
     assert holder.wait(30) == 0 and time.monotonic() - t0 > 1

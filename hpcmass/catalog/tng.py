@@ -131,29 +131,28 @@ def snapshot_header(*, n_gas: int, box_size: float, redshift: float = 0.0) -> di
     }
 
 
-def write_cutout(path: Path, header: dict, gas: dict[str, np.ndarray]) -> None:
-    """A FoF-halo cutout as the TNG API serves it: ``Header`` attributes and ``PartType0`` datasets."""
+def _write_tng_file(path: Path, header: dict, group: str, fields: dict[str, np.ndarray],
+                    empty_groups: tuple[str, ...] = ()) -> None:
     def fill(f):
         h = f.create_group("Header")
         for k, v in header.items():
             h.attrs[k] = v
-        g = f.create_group("PartType0")
-        for name, data in gas.items():
+        g = f.create_group(group)
+        for name, data in fields.items():
             g.create_dataset(name, data=data, track_times=False)
+        for name in empty_groups:
+            f.create_group(name)
     write_hdf5_atomic(path, fill)
+
+
+def write_cutout(path: Path, header: dict, gas: dict[str, np.ndarray]) -> None:
+    """A FoF-halo cutout as the TNG API serves it: ``Header`` attributes and ``PartType0`` datasets."""
+    _write_tng_file(path, header, "PartType0", gas)
 
 
 def write_group_catalog(path: Path, header: dict, groups: dict[str, np.ndarray]) -> None:
     """One chunk of a TNG group catalogue (``Header``, ``Group/<Field>``, empty ``Subhalo``)."""
-    def fill(f):
-        h = f.create_group("Header")
-        for k, v in header.items():
-            h.attrs[k] = v
-        g = f.create_group("Group")
-        for name, data in groups.items():
-            g.create_dataset(name, data=data, track_times=False)
-        f.create_group("Subhalo")
-    write_hdf5_atomic(path, fill)
+    _write_tng_file(path, header, "Group", groups, empty_groups=("Subhalo",))
 
 
 def group_catalog_header(*, n_groups: int, box_size: float, hubble: float, omega_m: float, omega_l: float,
