@@ -164,7 +164,12 @@ class ModelBundle:
     def models(self) -> list:
         """The fold models (loaded once; imports TensorFlow)."""
         if not self._models:
+            import tensorflow as tf
             import tf_keras
+
+            # Each fold model traces its own predict function once; TF counts the ten as one
+            # function retraced and warns of "excessive retracing" on every predict run.
+            tf.get_logger().addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
 
             from ..train import model as _registers_scale_counts  # noqa: F401  (the models' first layer)
 
