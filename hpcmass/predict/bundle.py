@@ -167,9 +167,7 @@ class ModelBundle:
             import tensorflow as tf
             import tf_keras
 
-            # Each fold model traces its own predict function once; TF counts the ten as one
-            # function retraced and warns of "excessive retracing" on every predict run.
-            tf.get_logger().addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
+            tf.get_logger().addFilter(_not_a_retracing_warning)  # the same function: added once per process
 
             from ..train import model as _registers_scale_counts  # noqa: F401  (the models' first layer)
 
@@ -188,6 +186,12 @@ class ModelBundle:
 
         views = make_views(np.asarray(images)[:, None])  # (n, 8, P, P)
         return np.stack([predict_log_m500c(m, views) for m in self.models()], axis=1)
+
+
+def _not_a_retracing_warning(record) -> bool:
+    """Each fold model traces its own predict function once; TF counts the ten as one function
+    retraced and would warn of "excessive retracing" on every predict run."""
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def load_bundle(path) -> ModelBundle:
