@@ -206,13 +206,17 @@ def _pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _stale_reason(held: _LockInfo, grace_s: float = 3.0) -> str | None:
+#: How long a lock holder on this host may take to die before it counts as alive: mpirun returns
+#: before every killed rank is reaped, so a job re-run at once would otherwise be refused.
+_DYING_GRACE_S = 3.0
+
+
+def _stale_reason(held: _LockInfo) -> str | None:
     if held.slurm_job and held.slurm_job == os.environ.get("SLURM_JOB_ID") and held.pid != os.getpid():
         return f"SLURM job {held.slurm_job} was requeued"
     if held.host != socket.gethostname():
         return None
-    # A job killed a moment ago (mpirun returns before every rank is reaped) gets a short grace.
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + _DYING_GRACE_S
     while _pid_alive(held.pid):
         if time.monotonic() > deadline:
             return None
