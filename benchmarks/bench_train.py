@@ -25,8 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from hpcmass.dataset.pipeline import ViewSource, epoch_order, view_ids  # noqa: E402
-from hpcmass.dataset.views import N_VIEWS, make_views  # noqa: E402
+from hpcmass.train.pipeline import ViewSource, epoch_order, view_ids  # noqa: E402
+from hpcmass.images import N_VIEWS, make_views  # noqa: E402
 from hpcmass.train.distributed import Group  # noqa: E402
 from hpcmass.train.fold import compile_model  # noqa: E402
 from hpcmass.train.model import build_model, predict_log_m500c  # noqa: E402

@@ -1,7 +1,8 @@
 """The ``hpcmass`` command: one entry point, a subcommand per stage or tool.
 
 A subcommand lives in its stage's package as a module with ``HELP``, ``add_arguments(parser)``
-and ``run(args, params, comm) -> int``; a stage that does not exist yet is simply absent.
+and ``run(args, params, comm) -> int``; for a pipeline stage that is one call of
+``hpcmass.<stage>.stage.run(workdir, params, comm, ...)``, the stage's Python API.
 Every subcommand takes ``--params``, ``--workdir`` and repeated ``--set key.path=value``.
 Errors the user can fix print one line and exit 2 (bad params/store) or 1 (failed work).
 """

@@ -1,7 +1,8 @@
 """MPI helpers: the only module that imports mpi4py.
 
-- ``world()``: the communicator to use; under ``mpirun``/``srun`` COMM_WORLD, otherwise a
-  1-rank COMM_WORLD (singleton MPI init) — one code path for serial and parallel runs.
+- ``world()``: the communicator the command line uses; under ``mpirun``/``srun`` COMM_WORLD, otherwise a
+  1-rank COMM_WORLD (singleton MPI init) — one code path for serial and parallel runs;
+  ``stage_comm(None)``: COMM_SELF, for a stage called from Python without mpirun.
 - ``install_excepthook``: an uncaught exception on one rank aborts the job instead of leaving
   the others hanging in a collective.
 - ``get_logger``/``progress``: rank and elapsed time in every line, INFO and bars on rank 0.
@@ -33,6 +34,16 @@ def world():
     from mpi4py import MPI
 
     return MPI.COMM_WORLD
+
+
+def stage_comm(comm=None):
+    """The communicator a stage runs on: ``comm``, or for ``None`` a one-rank one (``MPI.COMM_SELF``),
+    so a stage called from Python (a notebook, another workflow engine) runs serially without mpirun."""
+    if comm is not None:
+        return comm
+    from mpi4py import MPI
+
+    return MPI.COMM_SELF
 
 
 def under_launcher() -> bool:

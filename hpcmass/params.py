@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .errors import ParamsError
 
@@ -265,6 +265,12 @@ class Params(Section):
     interpret: InterpretParams = InterpretParams()
     report: ReportParams = ReportParams()
     site: SiteParams = SiteParams()
+    #: The file these params were read from (None: defaults), named in messages that suggest a command.
+    _file: str | None = PrivateAttr(default=None)
+
+    @property
+    def file(self) -> str | None:
+        return self._file
 
     @model_validator(mode="after")
     def _enough_clusters(self):
@@ -409,6 +415,8 @@ def load_params(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         done[apply_override(tree, assignment)] = assignment
     try:
         # JSON mode: strict types (no "20" for 20, no 2.5 for an int) while YAML lists fill tuples.
-        return Params.model_validate_json(json.dumps(tree, default=str))
+        params = Params.model_validate_json(json.dumps(tree, default=str))
     except ValidationError as e:
         raise ParamsError(_describe(e, source, done)) from None
+    params._file = None if path is None else str(path)
+    return params

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,49 @@ def hpcmass(*args, **kw) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "hpcmass", *args], **kw)
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and all its descendants (mpirun and its ranks): no chance to clean up."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=60)
+
+
 @pytest.fixture
 def env(tmp_path):
     return base_env(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def ci_reference(tmp_path_factory):
+    """params/ci.yaml run uninterrupted from catalog to interpret under ``mpirun -n 2`` (one parallel
+    HDF5 store, no shards), and each stage's wall time [s]: (workdir, {stage: seconds}).
+
+    Built once per session (about a minute) for test_faults and test_failure_paths; read-only:
+    copy the workdir before running anything in it.
+    """
+    import time
+
+    from hpcmass.params import STAGES
+
+    wd = tmp_path_factory.mktemp("ci_reference") / "work"
+    env = base_env(wd.parent)
+    env.pop("HPCMASS_STORE_SHARDS", None)
+    seconds = {}
+    for stage in STAGES[: STAGES.index("interpret") + 1]:
+        t0 = time.monotonic()
+        mpirun(2, "-m", "hpcmass", stage, "--params", ROOT / "params" / "ci.yaml", "--workdir", wd, env=env,
+               check=True, timeout=900)
+        seconds[stage] = time.monotonic() - t0
+    return wd, seconds
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +108,20 @@ def slurm(tmp_path_factory):
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline_reference(tmp_path_factory):
+    """catalog → interpret on params/ci.yaml, uninterrupted, from the command line with ``mpirun -n 2``;
+    returns (workdir, {stage: wall seconds}). Shared by the fault-injection and Python-API tests."""
+    from hpcmass.params import STAGES
+
+    wd = tmp_path_factory.mktemp("reference") / "work"
+    env = base_env(wd.parent)
+    seconds = {}
+    for stage in STAGES[: STAGES.index("interpret") + 1]:
+        t0 = time.monotonic()
+        mpirun(2, "-m", "hpcmass", stage, "--params", ROOT / "params" / "ci.yaml", "--workdir", wd, env=env,
+               check=True, timeout=900)
+        seconds[stage] = time.monotonic() - t0
+    return wd, seconds

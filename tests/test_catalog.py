@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from conftest import ROOT, hpcmass, mpirun
 
-from hpcmass.catalog import load_catalog
+from hpcmass.constants import KPC_CM
 from hpcmass.catalog import physics as ph
 from hpcmass.catalog import tng
-from hpcmass.catalog.stage import run_catalog, synthetic_models
+from hpcmass.catalog.stage import run, synthetic_models
 from hpcmass.mpi import get_logger, world
 from hpcmass.params import load_params
 from hpcmass.store import FAILED, Store
+from hpcmass.store.readers import load_catalog
 
 CI = ROOT / "params" / "ci.yaml"
 
@@ -28,7 +29,7 @@ def _params(*sets):
 
 def _generate(workdir, *sets):
     params = _params(*sets)
-    run_catalog(workdir, params, world(), log=get_logger(world()))
+    run(workdir, params, world(), log=get_logger(world()))
     return params
 
 
@@ -152,7 +153,7 @@ def test_yt_opens_a_cutout_as_arepo_with_the_generators_temperature(ci_run):
     _, gas = tng.read_gas(cat.cutout[i])
     state = tng.gas_state(gas, cat.hubble, 1.0)
     np.testing.assert_allclose(ad["gas", "temperature"].to_value("K") / 1.160451812e7, state["kt"], rtol=2e-3)
-    em = state["ne"] * state["nh"] * state["mass"] / state["rho"] * ph.KPC_CM**3
+    em = state["ne"] * state["nh"] * state["mass"] / state["rho"] * KPC_CM**3
     np.testing.assert_allclose(ad["gas", "emission_measure"].to_value("cm**-3"), em, rtol=3e-3)
     np.testing.assert_allclose(ad["gas", "mass"].to_value("Msun").sum(), state["mass"].sum(), rtol=1e-3)
 

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, hpcmass
 
-from hpcmass.catalog import load_catalog, tng
-from hpcmass.catalog.stage import run_catalog
+from hpcmass.catalog import tng
+from hpcmass.catalog.stage import run as run_catalog
 from hpcmass.mpi import get_logger, world
 from hpcmass.params import load_params
+from hpcmass.store.readers import load_catalog
 
 CI = ROOT / "params" / "ci.yaml"
 KEY = "test-key-123"

@@ -8,9 +8,9 @@ from conftest import hpcmass
 from toy_clusters import toy_images, write_toy_store
 
 from hpcmass.dataset.folds import assign_folds, split
-from hpcmass.dataset.pipeline import ViewSource, epoch_order, view_ids
-from hpcmass.dataset.scaling import METHODS, scale_images
-from hpcmass.dataset.views import N_VIEWS, VIEWS_PER_AXIS, make_views, view_operations
+from hpcmass.train.pipeline import ViewSource, epoch_order, view_ids
+from hpcmass.train.scaling import METHODS, scale_images
+from hpcmass.images import N_VIEWS, VIEWS_PER_AXIS, make_views, view_operations
 from hpcmass.errors import StageError
 from hpcmass.mpi import world
 from hpcmass.params import load_params

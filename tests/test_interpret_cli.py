@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT, mpirun
 from tiny_run import build_tiny_run
 
-from hpcmass.dataset.views import make_views
+from hpcmass.images import make_views
 from hpcmass.interpret.dream import MAP_VIEW, radial_edges
 from hpcmass.params import load_params
 from hpcmass.store import LAYOUT, Store
@@ -84,3 +84,42 @@ def test_interpret_resumes_and_refuses_an_incomplete_train(tiny_run, tmp_path):
     proc = mpirun(1, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", broken)
     assert proc.returncode == 1
     assert "the train stage has 2/3 folds done; run `hpcmass train" in proc.stderr
+
+
+def test_missing_fold_model_fails_its_clusters_and_a_rerun_finishes_them(tiny_run, tmp_path):
+    """A fold's model file gone: its clusters are marked failed with the reason, the others done, the
+    command exits 1 with one line naming the file; with the file back a re-run finishes the stage."""
+    import h5py
+
+    from hpcmass.store import DONE, FAILED
+
+    _, base, runs = tiny_run
+    work = tmp_path / "work"
+    shutil.copytree(base, work)
+    models = sorted((work / "train").glob("fold_*/model.keras"))
+    assert len(models) == 3, models  # ci.yaml: 3 folds, in fold order
+    missing, aside = models[1], tmp_path / "model.keras"
+    missing.rename(aside)
+    with Store.read(work) as s:
+        in_fold = s.file["dataset/fold"][...] == 1
+    assert 0 < in_fold.sum() < in_fold.size
+
+    proc = mpirun(2, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", work)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("hpcmass interpret: error:")]
+    assert len(errors) == 1 and str(missing) in errors[0], proc.stderr[-3000:]
+    assert f"{in_fold.sum()} cluster(s) failed" in errors[0]
+    assert "Traceback" not in proc.stderr
+    with h5py.File(work / "store.h5", "r") as f:
+        done, reasons = f["interpret/done"][...], f["interpret/error"][...]
+    np.testing.assert_array_equal(done, np.where(in_fold, FAILED, DONE))
+    assert all(str(missing).encode() in r for r in reasons[in_fold]) and not reasons[~in_fold].any()
+
+    aside.rename(missing)
+    proc = mpirun(2, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Store.read(work) as again, Store.read(runs[2][0]) as whole:
+        assert again.is_complete("interpret") and not again.file["interpret/error"][...].any()
+        for name in LAYOUT["interpret"]:  # the same as an uninterrupted run, profile summary included
+            a, b = again.file["interpret"][name][...], whole.file["interpret"][name][...]
+            assert np.array_equal(a, b, equal_nan=True), name

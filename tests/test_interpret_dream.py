@@ -11,11 +11,11 @@ from hpcmass.interpret.dream import (
     input_gradient,
     profile_summary,
     radial_profile,
-    radius_r500c,
     response_offset,
     scale_gradient,
     small_change_mask,
 )
+from hpcmass.images import radius_r500c
 
 
 def _tiny_cnn_float64(pixels: int, seed: int = 0):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from observe_cutouts import write_cutout
 
+from hpcmass import images
 from hpcmass.observe import approx, imaging, simulate, xray
 from hpcmass.params import load_params
 
@@ -77,7 +78,7 @@ def test_binning_rule_field_band_and_orientation():
     assert im.dtype == np.int32 and im.shape == (128, 128) and im.sum() == 4  # one left of the field, one 7 keV
     assert im[0, 0] == 1 and im[0, 127] == 1  # rows follow Y, columns X
     assert im[64, 64] == 2  # just above the centre: the upper-right of the central 2x2
-    assert imaging.pixel_arcsec(20.0, 128) == pytest.approx(9.375)
+    assert images.pixel_arcsec(20.0, 128) == pytest.approx(9.375)
 
 
 def test_event_file_binning_recovers_a_sky_position(tmp_path):

@@ -23,7 +23,7 @@ tf = pytest.importorskip("tensorflow")
 tf_keras = pytest.importorskip("tf_keras")
 
 from hpcmass.train import checkpoint  # noqa: E402
-from hpcmass.train.cli import requested_folds  # noqa: E402
+from hpcmass.train.stage import requested_folds  # noqa: E402
 from hpcmass.train.files import checkpoint_dir, model_path, result_path  # noqa: E402
 from hpcmass.train.fold import train_fold  # noqa: E402
 from hpcmass.train.model import (PAPER_PARAMETERS, build_model, load_fold_model, predict_log_m500c,  # noqa: E402

@@ -12,16 +12,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from toy_clusters import toy_images
+from toy_clusters import FIELD_ARCSEC, FIELD_KPC, toy_images, write_toy_store
 
 from hpcmass.dataset.folds import assign_folds, split
-from hpcmass.dataset.views import N_VIEWS, make_views
+from hpcmass.images import N_VIEWS, make_views
 from hpcmass.mpi import world
 from hpcmass.store import Store
 
-#: 20' at z = 0.05 (as the paper's images) spread over the toy image's pixels.
-FIELD_KPC = 1182.0
-FIELD_ARCSEC = 1200.0
 #: The toy images' flat background [counts per pixel] (tests/toy_clusters.py).
 TOY_BACKGROUND = 0.3
 
@@ -58,26 +55,11 @@ def build_tiny_run(workdir, params, epochs: int = 3) -> None:
     pixel_kpc = FIELD_KPC / pixels
     # toy core radius ~ P/12 at log M = 14.3 and rc ~ 0.18 R500c, growing as M^(1/3)
     r500c_kpc = pixels / 12 / 0.18 * pixel_kpc * 10 ** ((log_m - 14.3) / 3)
-    comm = world()
-    stages = {
-        "catalog": {"cluster_id": np.arange(100, 100 + n), "log_m500c": log_m, "r500c_kpc": r500c_kpc,
-                    "center_ckpch": np.zeros((n, 3)), "cutout": np.array([b"none"] * n),
-                    "n_gas_cells": np.full(n, 1000)},
-        "observe": {"images": images},
-        "dataset": {"fold": assign_folds(log_m, params.dataset.n_folds)},
-    }
-    for stage, data in stages.items():
-        with Store.open_stage(workdir, params, stage, comm, n_units=n, unit="cluster") as st:
-            for name, value in data.items():
-                st.require(name, axes=images.shape[1], pixels=pixels)[...] = value
-            if stage == "observe":
-                files = write_response(Path(workdir) / "observe" / "response", params)
-                st.set_attrs(pixel_kpc=pixel_kpc, pixel_arcsec=FIELD_ARCSEC / pixels, data_mode="toy test images",
-                             exposure_ks=params.observe.exposure_ks, redshift=params.observe.redshift,
-                             data_files=json.dumps(files), instrument=json.dumps({"bkgnd": [files["bkgnd"], 1.0]}))
-            for i in range(n):
-                st.mark_done(i)
-    folds = stages["dataset"]["fold"]
+    folds = assign_folds(log_m, params.dataset.n_folds)
+    files = write_response(Path(workdir) / "observe" / "response", params)
+    write_toy_store(workdir, params, images, log_m, folds, r500c_kpc=r500c_kpc,
+                    observe_attrs=dict(data_files=json.dumps(files),
+                                       instrument=json.dumps({"bkgnd": [files["bkgnd"], 1.0]})))
     views = make_views(images).astype(np.float32)  # (n, 24, P, P)
     pred = np.full((n, N_VIEWS), np.nan, dtype=np.float32)
     k_folds = params.dataset.n_folds
@@ -91,7 +73,7 @@ def build_tiny_run(workdir, params, epochs: int = 3) -> None:
                   batch_size=32, verbose=0, shuffle=True)
         save_model_atomic(model, model_path(workdir, k))
         pred[test] = predict_log_m500c(model, views[test])
-    with Store.open_stage(workdir, params, "train", comm, n_units=k_folds, unit="fold") as st:
+    with Store.open_stage(workdir, params, "train", world(), n_units=k_folds, unit="fold") as st:
         st.require("pred_log_m500c", clusters=n, views=N_VIEWS)[...] = pred
         st.require("epoch_chosen")[...] = epochs
         st.require("criteria_met")[...] = 0

@@ -31,16 +31,33 @@ def toy_images(n_clusters: int, pixels: int = 32, n_axes: int = 3, seed: int = 0
     return images, log_m
 
 
-def write_toy_store(workdir, params, images, log_m500c, folds=None) -> None:
-    """A store with complete catalog and observe stages holding these masses and images (and the
-    dataset stage holding ``folds``, if given)."""
-    n = log_m500c.size
+#: The toy images' field: 20' at z = 0.05 (as the paper's images) [kpc, arcsec].
+FIELD_KPC = 1182.0
+FIELD_ARCSEC = 1200.0
+#: What the catalog stage records of the simulation (TNG300-1's cosmology).
+TOY_CATALOG_ATTRS = dict(source="toy", box_size_ckpch=205000.0, hubble=0.6774, omega_m=0.3089, omega_lambda=0.6911,
+                         snapshot_redshift=0.0)
+
+
+def write_toy_store(workdir, params, images, log_m500c, folds=None, *, r500c_kpc=None, observe_attrs=None) -> None:
+    """A store with complete catalog and observe stages holding these masses and images, with the
+    datasets and attributes the stages' readers need (and the dataset stage holding ``folds``, if
+    given). ``r500c_kpc`` defaults to 1 Mpc; ``observe_attrs`` are added to the observe stage's."""
+    n, pixels = log_m500c.size, images.shape[-1]
+    catalog = {"cluster_id": np.arange(100, 100 + n), "log_m500c": log_m500c,
+               "r500c_kpc": np.full(n, 1000.0) if r500c_kpc is None else r500c_kpc,
+               "center_ckpch": np.zeros((n, 3)), "cutout": np.array([b"none"] * n), "n_gas_cells": np.full(n, 1000)}
     with Store.open_stage(workdir, params, "catalog", world(), n_units=n, unit="cluster") as st:
-        st.require("log_m500c")[...] = log_m500c
+        for name, value in catalog.items():
+            st.require(name)[...] = value
+        st.set_attrs(**TOY_CATALOG_ATTRS)
         for i in range(n):
             st.mark_done(i)
     with Store.open_stage(workdir, params, "observe", world(), n_units=n, unit="cluster") as st:
-        st.require("images", axes=images.shape[1], pixels=images.shape[-1])[...] = images
+        st.require("images", axes=images.shape[1], pixels=pixels)[...] = images
+        st.set_attrs(pixel_kpc=FIELD_KPC / pixels, pixel_arcsec=FIELD_ARCSEC / pixels, data_mode="toy test images",
+                     exposure_ks=params.observe.exposure_ks, redshift=params.observe.redshift,
+                     axes=",".join("xyz"[: images.shape[1]]), **(observe_attrs or {}))
         for i in range(n):
             st.mark_done(i)
     if folds is not None:

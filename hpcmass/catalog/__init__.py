@@ -3,10 +3,8 @@
 - ``physics``: the synthetic population and its gas profiles (pure functions).
 - ``generate``: synthetic clusters written as TNG cutouts and group catalogue.
 - ``tng``: the TNG layout, read and measured by one loader for both sources.
-- ``stage`` / ``cli``: ``hpcmass catalog``; ``fetch`` / ``fetch_cli``: ``hpcmass fetch-tng``.
-- ``table``: :func:`load_catalog`, what later stages read.
+- ``stage``: ``run(workdir, params, comm=None)``; ``cli``: ``hpcmass catalog``.
+- ``fetch`` / ``fetch_cli``: ``hpcmass fetch-tng``.
+
+Later stages read the catalogue with :func:`hpcmass.store.readers.load_catalog`.
 """
-
-from .table import Catalog, load_catalog
-
-__all__ = ["Catalog", "load_catalog"]

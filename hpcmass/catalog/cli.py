@@ -1,9 +1,9 @@
-"""``hpcmass catalog``: build the cluster sample and its table in the store."""
+"""``hpcmass catalog``: the catalog stage (:mod:`hpcmass.catalog.stage`) from the command line."""
 
 from __future__ import annotations
 
 from ..mpi import get_logger
-from .stage import run_catalog
+from . import stage
 
 HELP = ("build the cluster sample: synthetic clusters written as TNG300 cutouts (source: synthetic) or the "
         "TNG300 data staged by fetch-tng (source: tng300), and the catalogue table in the store")
@@ -14,5 +14,5 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params, comm) -> int:
-    run_catalog(args.workdir, params, comm, restart_from=args.restart_from, log=get_logger(comm))
+    stage.run(args.workdir, params, comm, restart_from=args.restart_from, log=get_logger(comm))
     return 0

@@ -28,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import StageError
 from . import tng
 
@@ -120,9 +121,8 @@ class Manifest:
     def add(self, path: Path, **info) -> None:
         self.data["files"][str(path.relative_to(self.path.parent))] = path.stat().st_size
         self.data.update(info)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
 
 
 def _check_hdf5(part: Path, url: str, need: list[str]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..constants import K_B_ERG_K, KEV_ERG, KPC_CM, M_P_G, MSUN_G
 from ..seeding import rng
 from . import physics as ph
 from . import tng
@@ -24,7 +25,6 @@ SF_RADIUS = 0.02
 SF_T0_YR = 2.2e9
 SF_LOG_NH = (np.log10(ph.N_H_SF), 0.5)
 SF_LOG_T = (4.0, 7.3)
-K_B = 1.380649e-16
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _isotropic(g, n):
 
 def _sigma_turb(kt, xe, f_nt):
     """1D turbulent velocity [km/s] carrying the non-thermal pressure share f_nt."""
-    return np.sqrt(f_nt / (1.0 - f_nt) * kt * ph.KEV_ERG / (ph.mu_mass(xe) * ph.M_P_G)) / 1e5
+    return np.sqrt(f_nt / (1.0 - f_nt) * kt * KEV_ERG / (ph.mu_mass(xe) * M_P_G)) / 1e5
 
 
 def sample_cells(m: ph.ClusterModel, prof: ph.Profiles, res: Resolution, seed: int) -> dict[str, np.ndarray]:
@@ -108,8 +108,8 @@ def sample_cells(m: ph.ClusterModel, prof: ph.Profiles, res: Resolution, seed: i
     nh = 10.0 ** g.uniform(*SF_LOG_NH, size=n)
     mass = np.full(n, plan.cell_mass)
     parts.append(dict(pos=r[:, None] * _isotropic(g, n), mass=mass,
-                      rho=nh * ph.M_P_G / ph.X_H / ph.MSUN_G * ph.KPC_CM**3,
-                      kt=10.0 ** g.uniform(*SF_LOG_T, size=n) * K_B / ph.KEV_ERG, z=g.uniform(0.8, 1.2, size=n),
+                      rho=nh * M_P_G / ph.X_H / MSUN_G * KPC_CM**3,
+                      kt=10.0 ** g.uniform(*SF_LOG_T, size=n) * K_B_ERG_K / KEV_ERG, z=g.uniform(0.8, 1.2, size=n),
                       xe=g.uniform(0.3, ph.XE_IONISED, size=n), sfr=mass / (SF_T0_YR * np.sqrt(ph.N_H_SF / nh)),
                       v=g.normal(0.0, 50.0, size=(n, 3))))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -119,7 +119,7 @@ def to_tng(m: ph.ClusterModel, cells: dict[str, np.ndarray], box: float) -> dict
     """PartType0 datasets in TNG code units and dtypes (z = 0: a = 1)."""
     h = ph.HUBBLE
     n = len(cells["mass"])
-    u = cells["kt"] * ph.KEV_ERG / ((ph.GAMMA - 1.0) * ph.mu_mass(cells["xe"]) * ph.M_P_G) / 1e10
+    u = cells["kt"] * KEV_ERG / ((ph.GAMMA - 1.0) * ph.mu_mass(cells["xe"]) * M_P_G) / 1e10
     return {
         "Coordinates": tng.wrap(m.center_ckpch + cells["pos"] * h, box),
         "Density": (cells["rho"] / (1e10 * h**2)).astype(np.float32),

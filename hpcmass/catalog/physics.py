@@ -30,16 +30,12 @@ import numpy as np
 from scipy.integrate import cumulative_trapezoid
 from scipy.spatial.transform import Rotation
 
+from ..constants import G_CGS, K_B_ERG_K, KEV_ERG, KPC_CM, M_P_G, MSUN_G
 from ..seeding import rng
 
 # --- constants -----------------------------------------------------------------------------
 
-#: TNG's unit constants (snapshot Header UnitMass_in_g / 1e10, UnitLength_in_cm).
-MSUN_G = 1.989e33
-KPC_CM = 3.085678e21
-M_P_G = 1.67262192e-24
-KEV_ERG = 1.602176634e-9
-G_KPC = 6.6743e-8 * MSUN_G / KPC_CM / 1e10  # G in kpc (km/s)^2 / Msun
+G_KPC = G_CGS * MSUN_G / KPC_CM / 1e10  # G in kpc (km/s)^2 / Msun
 #: Hydrogen mass fraction and n_e/n_H of a fully ionised H+He plasma (TNG FAQ recipe).
 X_H = 0.76
 XE_IONISED = 1.0 + (1.0 - X_H) / (2.0 * X_H)
@@ -327,7 +323,7 @@ def band_emissivity(n_e, nh, kt, band=BAND_KEV):
     APEC spectrum. Sum of n_i Z_i^2 over H and He = n_H (1 + Y/X).
     """
     kt = np.asarray(kt, dtype=float)
-    t_k = kt * KEV_ERG / 1.380649e-16
+    t_k = kt * KEV_ERG / K_B_ERG_K
     frac = np.exp(-band[0] / kt) - np.exp(-band[1] / kt)
     return 1.4e-27 * 1.2 * np.sqrt(t_k) * n_e * nh * (1.0 + (1.0 - X_H) / X_H) * frac
 

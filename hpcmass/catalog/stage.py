@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ParamsError, StageError
-from ..mpi import dynamic_tasks, on_root, progress
+from ..mpi import dynamic_tasks, get_logger, on_root, progress, stage_comm
 from ..params import Params
 from ..store import LAYOUT, Store, stage_dir
 from . import generate as gen
@@ -55,8 +55,13 @@ def _stored_path(path: Path, workdir: Path) -> bytes:
     return text.encode()
 
 
-def run_catalog(workdir: str | Path, params: Params, comm, *, restart_from: str | None = None, log) -> dict:
-    """Collective over ``comm``: build or read the sample and fill /catalog. Returns the store summary."""
+def run(workdir: str | Path, params: Params, comm=None, *, restart_from: str | None = None, log=None) -> dict:
+    """Build or read the sample and fill /catalog; collective over ``comm`` (None: serial).
+
+    Returns the store summary (done, failed, total); raises StageError if any cluster failed.
+    """
+    comm = stage_comm(comm)
+    log = log or get_logger(comm)
     cp, seed = params.catalog, params.run.seed
     workdir = Path(workdir)
     synthetic = cp.source == "synthetic"

@@ -17,7 +17,6 @@ that straddles the edge, so the observe stage can use the centre as it is.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
+from ..constants import KEV_ERG, KPC_CM, M_P_G, MSUN_G
 from ..errors import StageError
 from . import physics as ph
 
@@ -34,7 +35,7 @@ GAS_FIELDS = ("Coordinates", "Masses", "Density", "InternalEnergy", "ElectronAbu
 #: Group catalogue fields the loader reads.
 GROUP_FIELDS = ("Group_M_Crit500", "Group_R_Crit500", "GroupPos")
 #: TNG snapshot header unit constants (cgs); yt takes the code units from them.
-UNIT_LENGTH_CM, UNIT_MASS_G, UNIT_VELOCITY_CM_S = 3.085678e21, 1.989e43, 1e5
+UNIT_LENGTH_CM, UNIT_MASS_G, UNIT_VELOCITY_CM_S = KPC_CM, 1e10 * MSUN_G, 1e5
 #: Observe-stage gas filter: kT > 0.1 keV and not star-forming (the paper's cut).
 KT_MIN_KEV = 0.1
 #: Slack on the mass-range selection for float32 catalogue values (dex).
@@ -103,16 +104,9 @@ def min_image(dx, box: float):
 
 
 def write_hdf5_atomic(path: Path, fill) -> None:
-    """Write ``path`` via a temporary file in the same directory and os.replace (all or nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``path`` all or nothing: ``fill(f)`` fills the open file."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        fill(f)
 
 
 def snapshot_header(*, n_gas: int, box_size: float, redshift: float = 0.0) -> dict:
@@ -263,7 +257,7 @@ def gas_state(gas: dict[str, np.ndarray], hubble: float, a: float) -> dict[str, 
     mass = gas["Masses"].astype(np.float64) * 1e10 / hubble
     rho = gas["Density"].astype(np.float64) * 1e10 * hubble**2 / a**3
     u = gas["InternalEnergy"].astype(np.float64) * 1e10  # (cm/s)^2
-    kt = (ph.GAMMA - 1.0) * u * ph.mu_mass(xe) * ph.M_P_G / ph.KEV_ERG
+    kt = (ph.GAMMA - 1.0) * u * ph.mu_mass(xe) * M_P_G / KEV_ERG
     nh = ph.n_h(rho)
     return {"mass": mass, "rho": rho, "kt": kt, "nh": nh, "ne": xe * nh,
             "hot": (kt > KT_MIN_KEV) & (gas["StarFormationRate"] == 0)}
@@ -299,12 +293,12 @@ def measure_cluster(path: Path, inputs: Inputs, i: int) -> dict:
     if not (hot & in500).any():
         raise InputError(f"{path}: no hot gas (kT > {KT_MIN_KEV} keV, SFR = 0) within R500 (halo {gid})")
     # Hot gas within R500 sits at ~0.2-1 of mu m_p G M500 / R500 (about 2 keV at 10^13.6 Msun).
-    kt_vir = ph.mu_mass(ph.XE_IONISED) * ph.M_P_G * ph.G_KPC * m500 / r500 * 1e10 / ph.KEV_ERG
+    kt_vir = ph.mu_mass(ph.XE_IONISED) * M_P_G * ph.G_KPC * m500 / r500 * 1e10 / KEV_ERG
     kt_med = float(np.median(s["kt"][hot & in500]))
     if not 0.03 <= kt_med / kt_vir <= 5.0:
         raise InputError(f"{path}: median hot-gas kT within R500 is {kt_med:.3g} keV, {kt_med / kt_vir:.3g} x the "
                          f"virial {kt_vir:.3g} keV (halo {gid}); InternalEnergy not in (km/s)^2?")
-    vol = s["mass"] / s["rho"] * ph.KPC_CM**3
+    vol = s["mass"] / s["rho"] * KPC_CM**3
     lum = ph.band_emissivity(s["ne"], s["nh"], s["kt"]) * vol
     ce = hot & (r >= ph.CORE_EXCISED[0] * r500) & (r <= ph.CORE_EXCISED[1] * r500)
     core = hot & (r <= ph.K0_RADIUS * r500)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..images import make_views, radius_r500c
+
 #: predict(counts) -> log10 M: a TensorFlow-differentiable function of raw counts, (batch, P, P) -> (batch,).
 Predict = Callable[[object], object]
 
@@ -74,18 +76,6 @@ def dream(predict: Predict, counts: np.ndarray, iterations: int, norm: str = "rm
         images.append(dream_step(images[-1], scale_gradient(grad, norm, step)))
     preds.append(input_gradient(predict, images[-1])[0])
     return Dream(np.stack(images), np.stack(preds), first_grad)
-
-
-def pixel_radius(pixels: int) -> np.ndarray:
-    """(P, P) distance [pixels] of each pixel centre from the image centre, where the cluster sits."""
-    c = (pixels - 1) / 2.0
-    yy, xx = np.mgrid[:pixels, :pixels]
-    return np.hypot(xx - c, yy - c)
-
-
-def radius_r500c(pixels: int, pixel_kpc: float, r500c_kpc: float) -> np.ndarray:
-    """(P, P) projected distance of each pixel centre from the image centre, in R500c."""
-    return pixel_radius(pixels) * (pixel_kpc / r500c_kpc)
 
 
 def radial_profile(delta: np.ndarray, counts: np.ndarray, radius: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -159,8 +149,6 @@ def explain_cluster(predict: Predict, projections: np.ndarray, pixel_kpc: float,
     ``projections`` are the cluster's raw-count images (axes, P, P); all their views are explained
     together as one batch (``ip`` is the run's InterpretParams).
     """
-    from ..dataset.views import make_views
-
     views = make_views(np.asarray(projections)).astype(np.float64)
     d = dream(predict, views, ip.iterations, ip.gradient_norm, ip.step)
     radius = radius_r500c(views.shape[-1], pixel_kpc, r500c_kpc)

@@ -29,10 +29,12 @@ version of them.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_path
+from ..constants import H_ERG_S, HC_KEV_ANGSTROM, K_PER_KEV, KEV_ERG, RYDBERG_KEV
 
 #: Bump when anything below changes what the files contain.
 APPROX_VERSION = "2"
@@ -43,13 +45,6 @@ RMF_NAME = "hpcmass_acisi_approx.rmf"
 BKGND_NAME = "hpcmass_acisi_approx_particle_bkgnd.pha"
 _STAMP = "hpcmass-approx.json"
 _LABEL = "hpcmass offline APPROXIMATION (not AtomDB/CALDB); see hpcmass.observe.approx"
-
-# Physical constants (CGS, keV).
-_RY_KEV = 13.605693e-3
-_HC_KEV_ANGSTROM = 12.398419843
-_KEV_TO_K = 1.160452e7
-_KEV_TO_ERG = 1.602176634e-9
-_H_ERG_S = 6.62607015e-27
 
 # Table grids.
 _KT_GRID = np.geomspace(0.08, 86.17, 41)  # keV, 0.075 dex steps; covers the kT > 0.1 keV cut and kT_max=64
@@ -84,11 +79,11 @@ def _elements() -> list[int]:
 
 def _ionisation_potentials(z: int) -> dict[str, float]:
     """keV, by iso-electronic stage, from screened hydrogenic formulas (within ~2% of NIST)."""
-    pots = {"H": _RY_KEV * z * z}
+    pots = {"H": RYDBERG_KEV * z * z}
     if z >= 2:
-        pots["He"] = _RY_KEV * (z - 0.6) ** 2
+        pots["He"] = RYDBERG_KEV * (z - 0.6) ** 2
     if z >= 3:
-        pots["Li"] = _RY_KEV * (z - 1.7) ** 2 / 4.0
+        pots["Li"] = RYDBERG_KEV * (z - 1.7) ** 2 / 4.0
     return pots
 
 
@@ -103,7 +98,7 @@ def _lotz_rate(chi_kev: float, q: int, kt_kev: np.ndarray) -> np.ndarray:
 def _rr_rate(charge: int, kt_kev: np.ndarray) -> np.ndarray:
     """Radiative recombination onto an ion of this charge [cm^3/s]: H fit scaled hydrogenically."""
     a, b, t0, t1 = 7.982e-11, 0.7480, 3.148, 7.036e5  # Verner & Ferland (1996), H I
-    t = kt_kev * _KEV_TO_K / charge**2
+    t = kt_kev * K_PER_KEV / charge**2
     x0, x1 = np.sqrt(t / t0), np.sqrt(t / t1)
     return charge * a / (x0 * (1 + x0) ** (1 - b) * (1 + x1) ** (1 + b))
 
@@ -133,12 +128,12 @@ def _gaunt_ff(e_kev: np.ndarray, kt_kev: float) -> np.ndarray:
 
 
 #: photons cm^3 s^-1 keV^-1 per (Z^2 n_e n_i T^-1/2 e^(-E/kT) g / E[keV]): Rybicki & Lightman 5.14b.
-_C_FF = 6.8e-38 * (_KEV_TO_ERG / _H_ERG_S) / _KEV_TO_ERG
+_C_FF = 6.8e-38 * (KEV_ERG / H_ERG_S) / KEV_ERG
 
 
 def continuum(z: int, abundance: float, kt_kev: float, e_kev: np.ndarray, frac: dict[str, float]) -> np.ndarray:
     """Continuum emissivity of one element [ph cm^3 s^-1 keV^-1 per n_e n_H]."""
-    t_k = kt_kev * _KEV_TO_K
+    t_k = kt_kev * K_PER_KEV
     boltz = np.exp(-e_kev / kt_kev) / (np.sqrt(t_k) * e_kev)
     pots = _ionisation_potentials(z)
     # Free-free: each stage with its ionic charge (bare Z, H-like Z-1, ...).
@@ -162,8 +157,8 @@ def _collision_rate(f_osc: float, de_kev: float, kt_kev: np.ndarray) -> np.ndarr
 
     y = de_kev / kt_kev
     gbar = np.maximum(0.2, 0.276 * np.exp(y) * exp1(y))
-    t_k = kt_kev * _KEV_TO_K
-    return 1.252e-4 * f_osc * gbar * (_RY_KEV / de_kev) * np.exp(-y) / np.sqrt(t_k)
+    t_k = kt_kev * K_PER_KEV
+    return 1.252e-4 * f_osc * gbar * (RYDBERG_KEV / de_kev) * np.exp(-y) / np.sqrt(t_k)
 
 
 def lines(z: int, abundance: float, kt_kev: float, frac: dict[str, float]) -> list[tuple[float, float]]:
@@ -187,7 +182,7 @@ def _params_hdu(kt: np.ndarray):
     hdu = fits.BinTableHDU.from_columns([
         fits.Column(name="kT", format="E", unit="keV", array=kt),
         fits.Column(name="EDensity", format="E", unit="cm**-3", array=np.ones_like(kt)),
-        fits.Column(name="Temperature", format="E", unit="K", array=kt * _KEV_TO_K),
+        fits.Column(name="Temperature", format="E", unit="K", array=kt * K_PER_KEV),
     ])
     hdu.name = "PARAMETERS"
     return hdu
@@ -224,16 +219,16 @@ def write_apec_tables(directory: Path) -> tuple[Path, Path]:
             fits.Column(name="E_Pseudo", format="2E", unit="keV", array=np.tile([_E_CONT[0], _E_CONT[-1]], (nz, 1))),
             fits.Column(name="Pseudo", format="2E", unit="photons cm^3 s^-1 keV^-1", array=np.zeros((nz, 2))),
         ])
-        coco.header["TEMPERAT"] = kt * _KEV_TO_K
+        coco.header["TEMPERAT"] = kt * K_PER_KEV
         coco_hdus.append(coco)
         energies = np.array(rows["lines_e"])
         line = fits.BinTableHDU.from_columns([
-            fits.Column(name="Lambda", format="E", unit="A", array=_HC_KEV_ANGSTROM / energies),
+            fits.Column(name="Lambda", format="E", unit="A", array=HC_KEV_ANGSTROM / energies),
             fits.Column(name="Epsilon", format="E", unit="photons cm^3 s^-1", array=np.array(rows["lines_eps"])),
             fits.Column(name="Element", format="J", array=np.array(rows["lines_el"])),
             fits.Column(name="Ion", format="J", array=np.zeros(energies.size, dtype=int)),
         ])
-        line.header["TEMPERAT"] = kt * _KEV_TO_K
+        line.header["TEMPERAT"] = kt * K_PER_KEV
         line_hdus.append(line)
     paths = []
     for kind, hdus in (("coco", coco_hdus), ("line", line_hdus)):
@@ -381,9 +376,8 @@ def write_particle_background(path: Path) -> None:
 
 
 def _write_atomic(hdul, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    hdul.writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        hdul.writeto(tmp, overwrite=True)
 
 
 def approx_files_current(directory: str | Path) -> bool:

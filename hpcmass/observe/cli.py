@@ -1,159 +1,17 @@
-"""``hpcmass observe``: mock Chandra ACIS-I images of every catalogued cluster (MPI task farm).
-
-Ranks take whole clusters, most gas cells first, through a shared counter (no idle coordinator);
-each writes its clusters' images straight into the store and marks them done. A cluster's
-randomness depends only on (seed, cluster, axis), so images do not depend on the rank count or
-on resumes. A failing cluster is recorded with its reason and the others go on; the command then
-exits non-zero.
-"""
+"""``hpcmass observe``: the observe stage (:mod:`hpcmass.observe.stage`) from the command line."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import tempfile
-import time
-from pathlib import Path
-
-import numpy as np
-
-from ..errors import StageError, StoreError
-from ..mpi import dynamic_tasks, get_logger, on_root, progress
-from ..store import Store, stage_dir
-from . import approx, imaging, simulate, xray
+from ..mpi import get_logger
+from . import stage
 
 HELP = "mock Chandra ACIS-I observations of every cluster with pyXSIM + SOXS, binned to images (MPI)"
-_PARTS = ("load", "photons", "projection", "instrument")
 
 
 def add_arguments(parser) -> None:
-    pass
-
-
-def read_catalog(workdir: Path, params_file: str | None, restart_from: str | None) -> dict:
-    with Store.read(workdir) as store:
-        store.require_complete("catalog", params_file)
-        c = store.file["catalog"]
-        cat = {k: c[k][...] for k in ("cluster_id", "r500c_kpc", "center_ckpch", "cutout", "n_gas_cells")}
-        cat["cutout"] = [workdir / s.decode() for s in cat["cutout"]]
-        try:  # the simulation's cosmology, which pyXSIM also reads from each cutout's header
-            cat["cosmology"] = tuple(float(c.attrs[k]) for k in ("hubble", "omega_m", "omega_lambda"))
-        except KeyError as e:
-            raise StageError(f"{store.path}: /catalog lacks the attribute {e}; re-run `hpcmass catalog`") from None
-        prior = store.file["observe"].attrs.get("data_mode") if "observe" in store.file else None
-        cat["prior_mode"] = None if restart_from in ("catalog", "observe") else prior
-    return cat
-
-
-def _prepare_data(observe, approx_dir: Path, prior_mode: str | None) -> xray.XrayData:
-    data = xray.resolve_data(observe, approx_dir)
-    if prior_mode is not None and prior_mode != data.mode:
-        raise StoreError(f"the store's observe images were made with data_mode={prior_mode}, this run would use "
-                         f"{data.mode}; set observe.data={prior_mode}, or re-run with --restart-from observe")
-    return data
+    """No options beyond the common ones: everything is in the params' observe section."""
 
 
 def run(args, params, comm) -> int:
-    log = get_logger(comm)
-    p = params.observe
-    rank = comm.Get_rank()
-    workdir = Path(args.workdir)
-    out_dir = stage_dir(workdir, "observe")
-    cat = on_root(comm, read_catalog, workdir, args.params, args.restart_from)
-    n = len(cat["cluster_id"])
-    data = on_root(comm, _prepare_data, p, out_dir / "approx", cat["prior_mode"])
-    log.info("X-ray data: %s", data.describe())
-    # Each rank's scratch (photon lists, SIMPUT and event files, SOXS's config) in its own directory.
-    with tempfile.TemporaryDirectory(prefix=f"hpcmass-observe-r{rank}-") as scratch:
-        scratch = Path(scratch)
-        xray.import_soxs(data, scratch / "config")
-        if data.mode == "approximate":
-            if rank == 0 and not approx.approx_files_current(out_dir / "approx"):
-                log.info("writing the approximate thermal table, response and background to %s", out_dir / "approx")
-                approx.write_approx_files(out_dir / "approx")
-            comm.Barrier()
-        instrument = xray.register_instrument(p, data)
-        with contextlib.chdir(scratch):  # SOXS would prefer a same-named file in the working directory
-            peak = xray.arf_peak_area(data)
-        if p.photon_area_cm2 is not None and p.photon_area_cm2 < peak:
-            raise StageError(f"observe.photon_area_cm2 = {p.photon_area_cm2}: expected at least the ARF's peak "
-                             f"effective area ({peak:.1f} cm^2), or null to use it")
-        setup = simulate.Setup(p, data, instrument, float(p.photon_area_cm2 or peak), params.run.seed)
-        attrs = {
-            "data_mode": data.mode,
-            "data_description": data.describe(),
-            "data_files": json.dumps(data.as_dict(), sort_keys=True),
-            "instrument": json.dumps(xray.instrument_spec(p, data), sort_keys=True),
-            "axes": ",".join(p.axes),
-            "exposure_ks": p.exposure_ks,
-            "redshift": p.redshift,
-            "band_kev": [p.emin_kev, p.emax_kev],
-            "pixel_arcsec": imaging.pixel_arcsec(p.fov_arcmin, p.image_pixels),
-            "pixel_kpc": imaging.pixel_arcsec(p.fov_arcmin, p.image_pixels)
-            * imaging.kpc_per_arcsec(p.redshift, *cat["cosmology"]),
-            "photon_area_cm2": setup.photon_area_cm2,
-            "foreground": data.foreground,
-            "seconds_parts": ",".join(_PARTS),
-        }
-        events_dir = out_dir / "events" if p.keep_events else None
-        with Store.open_stage(workdir, params, "observe", comm, n_units=n, unit="cluster",
-                              restart_from=args.restart_from, log=log) as st:
-            images = st.require("images", axes=len(p.axes), pixels=p.image_pixels)
-            n_photons = st.require("n_photons")
-            seconds = st.require("seconds", parts=len(_PARTS))
-            st.set_attrs(**attrs)
-            todo = st.pending()
-            log.info("observing %d of %d clusters on %d rank(s), %s axes, %g ks (%s data)", len(todo), n,
-                     comm.Get_size(), "".join(p.axes), p.exposure_ks, data.mode)
-            failed, mine = _observe(comm, st, todo, cat, setup, scratch, events_dir, images, n_photons, seconds, log)
-            ranks = comm.allgather({**mine, "peak_rss_mb": _peak_rss_mb()})
-            st.set_attrs(last_run_rank_stats=json.dumps(ranks))
-            summary = st.summary()
-    for r, stats in enumerate(ranks):
-        log.info("rank %d: %d clusters in %.1f s (%.1f s CPU), peak memory %.0f MB", r, stats["clusters"],
-                 stats["busy_s"], stats["cpu_s"], stats["peak_rss_mb"])
-    failures = [f for part in comm.allgather(failed) for f in part]
-    if failures:
-        shown = "; ".join(f"cluster {cat['cluster_id'][i]}: {why}" for i, why in sorted(failures)[:3])
-        raise StageError(f"{len(failures)} of {n} clusters failed ({shown}{'; ...' if len(failures) > 3 else ''}); "
-                         f"the other {summary['done']} are stored; re-run the same command to retry the failed ones")
-    log.info("observe: %d/%d clusters done", summary["done"], n)
+    stage.run(args.workdir, params, comm, restart_from=args.restart_from, log=get_logger(comm))
     return 0
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
-
-
-def _observe(comm, st, todo, cat, setup, scratch, events_dir, images, n_photons, seconds, log) -> tuple[list, dict]:
-    """This rank's share of the clusters; returns [(unit, reason)] of those that failed here, and its
-    cluster count and busy time."""
-    failed, count = [], 0
-    t_start, cpu_start = time.perf_counter(), time.process_time()
-    bar = progress(comm, total=st.n_units, desc="observe", initial=st.n_units - len(todo))
-    for i in dynamic_tasks(comm, todo, costs=[cat["n_gas_cells"][i] for i in todo]):
-        try:
-            with simulate.quiet_libraries():
-                obs = simulate.observe_cluster(cat["cutout"][i], cat["center_ckpch"][i], float(cat["r500c_kpc"][i]),
-                                               int(cat["cluster_id"][i]), setup, scratch, events_dir)
-        except Exception as e:  # one bad cluster must not stop the others: record why, go on
-            reason = f"{type(e).__name__}: {e}".splitlines()[0]
-            log.warning("cluster %d failed: %s", cat["cluster_id"][i], reason, exc_info=log.isEnabledFor(10))
-            st.mark_failed(i, reason)
-            failed.append((i, reason))
-            continue
-        images[i] = obs.images
-        n_photons[i] = obs.n_photons
-        seconds[i] = [obs.seconds[k] for k in _PARTS]
-        st.mark_done(i)
-        count += 1
-        if comm.Get_rank() == 0:
-            bar.n = int(np.count_nonzero(st.states() == 1))
-            bar.refresh()
-            log.debug("cluster %d: %d photons, %s", cat["cluster_id"][i], obs.n_photons,
-                      ", ".join(f"{k} {v:.1f}s" for k, v in obs.seconds.items()))
-    busy, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
-    bar.close()
-    return failed, {"clusters": count, "busy_s": round(busy, 3), "cpu_s": round(cpu, 3)}

@@ -96,15 +96,3 @@ def image_from_event_file(path: str | Path, *, fov_arcmin: float = 20.0, pixels:
     return image_from_events(read_events(path), fov_arcmin=fov_arcmin, pixels=pixels, emin_kev=emin_kev,
                              emax_kev=emax_kev, center_radec=center_radec)
 
-
-def pixel_arcsec(fov_arcmin: float, pixels: int) -> float:
-    return fov_arcmin * 60.0 / pixels
-
-
-def kpc_per_arcsec(redshift: float, hubble: float, omega_matter: float, omega_lambda: float) -> float:
-    """Physical kpc per arcsec at ``redshift`` in the simulation's cosmology (yt's, as pyXSIM uses)."""
-    from yt.utilities.cosmology import Cosmology
-
-    cosmo = Cosmology(hubble_constant=hubble, omega_matter=omega_matter, omega_lambda=omega_lambda)
-    d_a = cosmo.angular_diameter_distance(0.0, redshift).to_value("kpc")
-    return float(d_a * np.pi / 180.0 / 3600.0)

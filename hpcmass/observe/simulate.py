@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
+from ..constants import K_PER_KEV
 from ..params import ObserveParams
 from ..seeding import int_seed
 from . import imaging
 from .xray import SKY_CENTER_DEG, XrayData
-
-_K_PER_KEV = 1.160452e7
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def _hot_gas_filter(kt_min_kev: float) -> str:
 
     name = f"hpcmass_xray_{kt_min_kev:g}".replace(".", "p")
     if name not in filter_registry:
-        t_min = kt_min_kev * _K_PER_KEV
+        t_min = kt_min_kev * K_PER_KEV
 
         def hot_not_starforming(pfilter, data):
             ftype = pfilter.filtered_type
@@ -151,10 +151,8 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
 
 def _keep(src: Path, dst: Path) -> Path:
     """Move a finished event file into place atomically (scratch may be another file system)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.move(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.move(src, tmp)
     return dst
 
 

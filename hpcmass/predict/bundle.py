@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,24 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..dataset.views import VIEW_ORDER, VIEWS_PER_AXIS, make_views
+from ..atomic import atomic_path
 from ..errors import InputError, StageError
+from ..images import VIEW_ORDER, VIEWS_PER_AXIS, make_views
 from ..params import load_params
 from ..store import Store, git_commit, package_versions, stage_dir, utc_now
+from ..store.readers import load_catalog, load_folds, load_observations, load_predictions
 from ..train.files import model_path
 from .calibration import Calibration, HeldOut, calibrate
 
 FORMAT = "hpcmass-model/1"
 MANIFEST = "model.json"
 _STAGES = ("catalog", "observe", "dataset", "train")
-
-
-def _text(v):
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def _scalar(v):
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def export_model(workdir, out, params_file: str | None = None, log=None) -> dict:
@@ -58,20 +51,15 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
     with Store.read(workdir) as s:
         for stage in _STAGES:
             s.require_complete(stage, params_file)
-        f = s.file
-        cat = {k: f[f"catalog/{k}"][...] for k in ("cluster_id", "log_m500c")}
-        folds = f["dataset/fold"][...].astype(np.int64)
-        pred = f["train/pred_log_m500c"][...]
-        pixels = f["observe/images"].shape[-1]
-        obs = {k: _scalar(v) for k, v in f["observe"].attrs.items()}
-        train = {k: _scalar(v) for k, v in f["train"].attrs.items()}
-        fit = {k: f[f"train/{k}"][...].tolist() for k in ("epoch_chosen", "criteria_met")}
+        catalog, folds, trained = load_catalog(s), load_folds(s), load_predictions(s)
+        observations = load_observations(s)
         report_done = s.is_complete("report")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        (tmp / "params.yaml").write_text(_text(train["params_yaml"]))
+    cat = {"cluster_id": catalog.cluster_id, "log_m500c": catalog.log_m500c}
+    pred, pixels, obs, train = trained.pred_log_m500c, observations.pixels, observations.attrs, trained.attrs
+    fit = {"epoch_chosen": trained.epoch_chosen.tolist(), "criteria_met": trained.criteria_met.tolist()}
+    with atomic_path(out, suffix=".partial") as tmp:
+        tmp.mkdir()
+        (tmp / "params.yaml").write_text(train["params_yaml"])
         params = load_params(tmp / "params.yaml")
         p = params.observe
         if pixels != p.image_pixels:
@@ -113,19 +101,16 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
             "provenance": {
                 "exported_utc": utc_now(), "exported_from": str(workdir.resolve()),
                 "hpcmass_version": __version__, "git_commit": git_commit(), "versions": package_versions(),
-                "train": {"params_hash": _text(train["params_hash"]), "git_commit": _text(train["git_commit"]),
-                          "created_utc": _text(train["created_utc"]), "versions": json.loads(_text(train["versions"]))},
-                "observe": {"data_mode": _text(obs["data_mode"]),
-                            "data_description": _text(obs.get("data_description", "")),
-                            "instrument": json.loads(_text(obs.get("instrument", "{}")))},
+                "train": {"params_hash": train["params_hash"], "git_commit": train["git_commit"],
+                          "created_utc": train["created_utc"], "versions": json.loads(train["versions"])},
+                "observe": {"data_mode": obs["data_mode"],
+                            "data_description": obs.get("data_description", ""),
+                            "instrument": json.loads(obs.get("instrument", "{}"))},
             },
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
+        if out.exists():  # an earlier export (checked above): replaced whole
             shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if log:
         log.info("exported %d fold models to %s; %s", len(models), out, cal.describe())
     return manifest

@@ -1,6 +1,6 @@
 """A prediction's 68% interval, calibrated on the cross-validated (held-out) predictions.
 
-One image gives K fold models × 8 views (:mod:`hpcmass.dataset.views`) = 8K predictions of
+One image gives K fold models × 8 views (:mod:`hpcmass.images`) = 8K predictions of
 log10 M500c. The **central value** is their mean; their scatter is reported as the **view spread**
 (one model's 8 views, pooled over models: ``sqrt(mean_k var_k)``, ddof=1) and the **fold spread**
 (the scatter of the K models' means).
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..dataset.views import VIEWS_PER_AXIS
+from ..images import VIEWS_PER_AXIS
 
 #: The nominal level of the interval: ±1σ of a Gaussian.
 NOMINAL = 0.6827
@@ -92,7 +92,7 @@ class HeldOut:
 
 def calibrate(pred, truth, folds, level: float = NOMINAL) -> tuple[Calibration, HeldOut]:
     """Calibrate h on held-out predictions ``pred`` ``(n_clusters, n_views)`` (each cluster by its test
-    fold's model; views in :mod:`~hpcmass.dataset.views` order), true ``truth`` and ``folds``."""
+    fold's model; views in :mod:`~hpcmass.images` order), true ``truth`` and ``folds``."""
     pred = np.asarray(pred, dtype=np.float64)
     truth, folds = np.asarray(truth, dtype=np.float64), np.asarray(folds)
     n, n_views = pred.shape

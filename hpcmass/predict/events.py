@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from ..errors import InputError
 from ..observe import imaging
 
@@ -151,7 +152,7 @@ def bin_event_file(path: str | Path, *, fov_arcmin: float, pixels: int, emin_kev
                    center_radec: tuple[float, float] | None = None) -> Binned:
     """The training image of an event file: checked, centred (given centre or X-ray peak), binned."""
     events = load_events(path)
-    pixel_arcsec = imaging.pixel_arcsec(fov_arcmin, pixels)
+    pixel_arcsec = images.pixel_arcsec(fov_arcmin, pixels)
     check_pixel_scale(events, pixel_arcsec, path)
     band = (events.energy_kev >= emin_kev) & (events.energy_kev < emax_kev)
     if not band.any():

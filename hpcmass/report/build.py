@@ -1,8 +1,8 @@
 """What ``hpcmass report`` computes from a complete store: statistics, the L_X baseline, figures.
 
-No MPI here: :func:`build_report` reads an open store, writes the figures, ``index.html``,
-``clusters.csv`` and ``summary.json`` into the report directory and returns the L_X arrays the
-CLI stores. The HTML is assembled by :mod:`hpcmass.report.html`.
+No MPI here: :func:`build_report` reads a complete store (:mod:`hpcmass.store.readers`), writes the
+figures, ``index.html``, ``clusters.csv`` and ``summary.json`` into the report directory and returns
+the L_X arrays the stage stores. The HTML is assembled by :mod:`hpcmass.report.html`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset.folds import split
-from ..dataset.views import make_views
-from ..interpret.dream import MAP_VIEW
+from ..images import VIEWS_PER_AXIS, make_views
+from ..store.readers import (
+    load_catalog,
+    load_folds,
+    load_interpretation,
+    load_observations,
+    load_predictions,
+    stage_attrs,
+)
 from . import figures
 from .lx import (
     annulus_counts,
@@ -58,37 +65,33 @@ class RunData:
     observe: dict
     interpret: dict  # dataset name -> array
     interpret_attrs: dict
+    map_view: int  # the view of the interpret stage's maps
     train: dict
     provenance: dict = field(default_factory=dict)  # stage -> its group attrs
     #: L_X of the gas cells (3D apertures) by GAS_LX label, where the catalog source provides it
     gas_lx: dict = field(default_factory=dict)
 
 
-def _attrs(group) -> dict:
-    return {k: (v.tolist() if isinstance(v, np.ndarray) else v.item() if isinstance(v, np.generic) else v)
-            for k, v in group.attrs.items()}
-
-
-def read_run(file, params) -> RunData:
-    """Read the earlier stages' results from an open store file."""
-    from ..store import LAYOUT
-
-    cat = file["catalog"]
+def read_run(store, params) -> RunData:
+    """Read the earlier stages' results from an open store."""
+    cat, obs, interp, pred = (load_catalog(store), load_observations(store), load_interpretation(store),
+                              load_predictions(store))
     return RunData(
-        cluster_id=cat["cluster_id"][...],
-        log_m=cat["log_m500c"][...],
-        r500c_kpc=cat["r500c_kpc"][...],
-        fold=file["dataset/fold"][...].astype(int),
+        cluster_id=cat.cluster_id,
+        log_m=cat.log_m500c,
+        r500c_kpc=cat.r500c_kpc,
+        fold=load_folds(store),
         n_folds=params.dataset.n_folds,
-        pred=file["train/pred_log_m500c"][...].astype(np.float64),
-        projections=file["observe/images"][...],
-        observe=_attrs(file["observe"]),
-        interpret={k: file["interpret"][k][...] for k in LAYOUT["interpret"]},
-        interpret_attrs=_attrs(file["interpret"]),
-        train={k: file["train"][k][...] for k in ("epoch_chosen", "criteria_met")},
-        provenance={s: _attrs(file[s]) for s in _STAGES},
-        gas_lx={label: np.where(v > 0, v, np.nan) for label, k in GAS_LX.items() if k in cat
-                for v in [cat[k][...]] if np.any(v > 0)},
+        pred=pred.pred_log_m500c,
+        projections=obs.counts,
+        observe=obs.attrs,
+        interpret=interp.data,
+        interpret_attrs=interp.attrs,
+        map_view=interp.map_view,
+        train={"epoch_chosen": pred.epoch_chosen, "criteria_met": pred.criteria_met},
+        provenance={s: stage_attrs(store, s) for s in _STAGES},
+        gas_lx={label: np.where(v > 0, v, np.nan) for label, k in GAS_LX.items() if k in cat.columns
+                for v in [cat.columns[k]] if np.any(v > 0)},
     )
 
 
@@ -166,7 +169,7 @@ def _examples(data: RunData, log_m_order: np.ndarray) -> tuple[int, int]:
     """(typical, outlier) clusters for Figure 5: the median-mass cluster and the cluster whose
     stored view has the strongest response farthest from its centre."""
     typical = int(log_m_order[len(log_m_order) // 2])
-    offsets = data.interpret["response_offset_r500c"][:, MAP_VIEW]
+    offsets = data.interpret["response_offset_r500c"][:, data.map_view]
     outlier = int(np.argmax(np.where(np.arange(len(offsets)) == typical, -np.inf, offsets)))
     return typical, outlier
 
@@ -177,7 +180,8 @@ def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, pa
     order = np.argsort(data.log_m, kind="stable")
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(params.report.figure1_clusters, len(order)))
                            .round().astype(int))]
-    view0 = make_views(data.projections[:, :1])[:, MAP_VIEW]  # view 0 comes from the first projection
+    axis, view = divmod(data.map_view, VIEWS_PER_AXIS)  # the view the interpret stage's maps show
+    view0 = make_views(data.projections[:, axis:axis + 1])[:, view]
     files = {"fig1": figures.figure1(view0[pick], data.log_m[pick], out / "fig1_images.png",
                                      data.observe.get("pixel_arcsec")).name}
     edges = np.linspace(data.log_m.min(), data.log_m.max() + 1e-9, 9)
@@ -190,8 +194,8 @@ def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, pa
                                     out / "fig4_residual_pdf.png").name
     typical, outlier = _examples(data, order)
     pixel_kpc = float(data.observe["pixel_kpc"])
-    offsets = data.interpret["response_offset_r500c"][:, MAP_VIEW]
-    flagged = bool(data.interpret["off_centre"][outlier, MAP_VIEW])
+    offsets = data.interpret["response_offset_r500c"][:, data.map_view]
+    flagged = bool(data.interpret["off_centre"][outlier, data.map_view])
     examples = []
     for i, label in ((typical, "typical\n(median mass)"),
                      (outlier, "largest off-centre\nresponse" + (" (flagged)" if flagged else " (not flagged)"))):
@@ -206,7 +210,7 @@ def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, pa
     prof = data.interpret["profile"]
     files["fig6"] = figures.figure6(np.asarray(data.interpret_attrs["radial_edges_r500c"]),
                                     data.interpret["profile_median"], data.interpret["profile_p16"],
-                                    data.interpret["profile_p84"], prof[sample, MAP_VIEW], prof[outlier, MAP_VIEW],
+                                    data.interpret["profile_p84"], prof[sample, data.map_view], prof[outlier, data.map_view],
                                     out / "fig6_radial_profile.png",
                                     outlier_label=f"cluster {data.cluster_id[outlier]} (Fig. 5, right)").name
     files["_examples"] = {"typical": int(data.cluster_id[typical]), "outlier": int(data.cluster_id[outlier]),
@@ -257,15 +261,15 @@ def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
             w.writerow(row)
 
 
-def build_report(file, params, out: Path, provenance_self: dict, approx_dir: Path) -> tuple[LxResult, dict]:
-    """Compute every statistic, draw the figures and write ``index.html``, ``clusters.csv`` and
-    ``summary.json`` into ``out``. Returns the L_X measurements and the summary. ``approx_dir`` is
+def build_report(data: RunData, params, out: Path, provenance_self: dict,
+                 approx_dir: Path) -> tuple[LxResult, dict]:
+    """Compute every statistic of ``data`` (:func:`read_run`), draw the figures and write ``index.html``,
+    ``clusters.csv`` and ``summary.json`` into ``out``. Returns the L_X measurements and the summary. ``approx_dir`` is
     where an approximate-mode observe stage keeps its response files."""
     from .html import write_html
 
     out.mkdir(parents=True, exist_ok=True)
     rp = params.report
-    data = read_run(file, params)
     seed = params.run.seed
     cnn = fold_statistics(data.pred, data.log_m, data.fold, rp.subset_log_m500c, rp.bootstrap_resamples, seed)
     lx, lx_notes = measure_lx(data, params, approx_dir)

@@ -1,20 +1,13 @@
-"""``hpcmass report``: statistics, the L_X baseline, the paper's figures, ``<workdir>/report/index.html``.
-
-The report is one unit of work done by rank 0; other ranks (when launched in an MPI job) only
-take part in opening and closing the store. The L_X measurements go into the store's ``report``
-group, whose done flag marks the report finished.
-"""
+"""``hpcmass report``: the report stage (:mod:`hpcmass.report.stage`) from the command line; rank 0
+prints the report's path and a three-line summary."""
 
 from __future__ import annotations
 
-import json
-
-from ..errors import HpcmassError, StageError
 from ..mpi import get_logger
-from ..store import Store, stage_dir
+from ..store import stage_dir
+from . import stage
 
 HELP = "statistics, core-excised L_X baseline, figures 1 and 3-6, HTML report and clusters.csv (rank 0)"
-_NEEDS = ("catalog", "observe", "dataset", "train", "interpret")
 
 
 def add_arguments(parser) -> None:
@@ -39,40 +32,7 @@ def summary_lines(summary: dict, html) -> list[str]:
 
 
 def run(args, params, comm) -> int:
-    log = get_logger(comm)
-    rank = comm.Get_rank()
-    with Store.read(args.workdir) as s:
-        for stage in _NEEDS:
-            s.require_complete(stage, args.params)
-        n, n_axes = s.file["observe/images"].shape[:2]
-    out = stage_dir(args.workdir, "report")
-    with Store.open_stage(args.workdir, params, "report", comm, n_units=1, unit="report",
-                          restart_from=args.restart_from, log=log) as st:
-        dims = dict(clusters=n, axes=n_axes, apertures=1 + len(params.report.lx_aperture_errors))
-        ds = {name: st.require(name, **dims) for name in ("lx_net_counts", "lx_covered", "lx_erg_s",
-                                                           "lx_pred_log_m500c")}
-        error = None
-        if not st.pending():
-            log.info("the report is already done (%s); use --restart-from report to make it again", out / "index.html")
-        elif rank == 0:
-            try:
-                from .build import build_report
-
-                prov = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in st.group.attrs.items()}
-                lx, summary = build_report(st.store.file, params, out, prov,
-                                           stage_dir(args.workdir, "observe") / "approx")
-                ds["lx_net_counts"][...] = lx.net_counts
-                ds["lx_covered"][...] = lx.covered
-                ds["lx_erg_s"][...] = lx.lx
-                ds["lx_pred_log_m500c"][...] = lx.pred
-                st.mark_done(0)
-            except HpcmassError as e:
-                error = str(e)
-        # Rank 0 worked while the others waited here; a failure is raised on every rank alike.
-        error = comm.bcast(error, root=0)
-    if error:
-        raise StageError(error)
-    if rank == 0:
-        summary = json.loads((out / "summary.json").read_text())
-        print("\n".join(summary_lines(summary, out / "index.html")), flush=True)
+    summary = stage.run(args.workdir, params, comm, restart_from=args.restart_from, log=get_logger(comm))
+    if comm.Get_rank() == 0:
+        print("\n".join(summary_lines(summary, stage_dir(args.workdir, "report") / "index.html")), flush=True)
     return 0

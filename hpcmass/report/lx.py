@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..interpret.dream import pixel_radius
+from ..constants import KEV_ERG
+from ..images import pixel_radius
 
-KEV_ERG = 1.602176634e-9
 
 
 def disc_fraction(pixels: int, radius_pix: float, subsample: int = 16) -> np.ndarray:

@@ -4,5 +4,7 @@
 - :mod:`.fold`: ``train_fold``, the one training loop (single process or Horovod group);
 - :mod:`.stopping`: the paper's stopping rule; :mod:`.checkpoint`: per-epoch atomic checkpoints;
 - :mod:`.distributed`: Horovod inside a fold; :mod:`.results`: fold results and the store;
-- :mod:`.files`: where a fold's files live; :mod:`.cli`: ``hpcmass train``.
+- :mod:`.pipeline`: the views made on the fly by tf.data; :mod:`.scaling`: the input scaling (first layer);
+- :mod:`.files`: where a fold's files live;
+- :mod:`.stage`: ``run(workdir, params, comm=None)``; :mod:`.cli`: ``hpcmass train``.
 """

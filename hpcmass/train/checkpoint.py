@@ -16,7 +16,6 @@ checkpointed. Checkpoints with another params hash are ignored and cleared.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..store import utc_now
 
 _NAME = re.compile(r"^epoch_(\d{4,})\.h5$")
@@ -52,10 +52,8 @@ def _existing(directory: Path) -> list[tuple[int, Path]]:
 
 def save(directory: Path, state: State, *, params_hash: str, fold: int, rng_keys: dict) -> Path:
     """Write ``epoch_EEEE.h5`` atomically, then drop all but the last :data:`KEEP` checkpoints."""
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"epoch_{state.epoch:04d}.h5"
-    tmp = directory / f".{final.name}.{os.getpid()}.tmp"
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(epoch=state.epoch, fold=fold, params_hash=params_hash, created_utc=utc_now(),
                        rng_keys=json.dumps(rng_keys, sort_keys=True))
         for group, arrays in (("weights", state.weights), ("optimizer", state.optimizer)):
@@ -65,7 +63,6 @@ def save(directory: Path, state: State, *, params_hash: str, fold: int, rng_keys
         h = f.create_group("history")
         for key in HISTORY_KEYS:
             h.create_dataset(key, data=np.asarray(state.history.get(key, []), dtype=float))
-    os.replace(tmp, final)
     for _, old in _existing(directory)[KEEP:]:
         old.unlink(missing_ok=True)
     for stale in directory.glob(".epoch_*.tmp"):  # a writer killed mid-write (one writer per fold)

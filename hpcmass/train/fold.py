@@ -18,7 +18,7 @@ import tensorflow as tf
 import tf_keras
 
 from ..dataset.folds import split
-from ..dataset.pipeline import ViewSource, epoch_order, view_ids
+from .pipeline import ViewSource, epoch_order, view_ids
 from ..params import Params
 from ..seeding import int_seed
 from . import checkpoint

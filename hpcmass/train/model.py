@@ -16,14 +16,14 @@ epoch, or the last one); :func:`load_fold_model` reads it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import tf_keras
 from tf_keras import layers
 
-from ..dataset.scaling import METHODS, scale_images
+from .scaling import METHODS, scale_images
+from ..atomic import atomic_path
 from ..errors import StageError
 from .files import model_path
 
@@ -92,10 +92,8 @@ def trainable_parameters(model) -> int:
 
 def save_model_atomic(model, path: Path) -> None:
     """Write a ``.keras`` file beside ``path`` and rename it into place (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".partial.keras") as tmp:
+        model.save(tmp)
 
 
 def load_fold_model(workdir, fold: int) -> tf_keras.Sequential:

@@ -5,7 +5,7 @@ finishing in any order, but the store has one writer at a time (its writer lock,
 file lock). So a fold never holds the store while it trains:
 
 1. the fold's group writes its outcome to ``<workdir>/train/fold_KK/result.h5`` (rank 0, temp file
-   + ``os.replace``: complete or absent), next to its checkpoints and ``model.keras``;
+   renamed into place: complete or absent), next to its checkpoints and ``model.keras``;
 2. then whichever process is done takes the store's lock briefly — retrying while another holds
    it — and copies *every* finished fold result not yet in ``/train`` into it, marking those folds
    done (or failed, with the reason). The last fold to finish therefore fills the store; if it
@@ -20,7 +20,6 @@ per-rank independent-write pattern of the other stages would not fit it.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..dataset.views import VIEW_ORDER
+from ..atomic import atomic_path
 from ..errors import StoreBusyError
+from ..images import VIEW_ORDER
 from ..params import Params
 from ..store import DONE, Store, utc_now
 from .checkpoint import HISTORY_KEYS
@@ -57,9 +57,7 @@ class FoldResult:
 def write_result(workdir, result: FoldResult, params_hash: str) -> Path:
     """Write a fold's outcome atomically (temp file, then rename)."""
     path = result_path(workdir, result.fold)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(fold=result.fold, status=result.status, message=result.message, params_hash=params_hash,
                        epoch_chosen=result.epoch_chosen, criteria_met=int(result.criteria_met), ranks=result.ranks,
                        learning_rate=result.learning_rate, created_utc=utc_now())
@@ -68,7 +66,6 @@ def write_result(workdir, result: FoldResult, params_hash: str) -> Path:
             f["pred_log_m500c"] = np.asarray(result.pred, dtype=np.float32)
         for key in HISTORY_KEYS:
             f[f"history/{key}"] = np.asarray(result.history.get(key, []), dtype=float)
-    os.replace(tmp, path)
     return path
 
 

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import tf_keras
 
-from hpcmass.dataset.pipeline import ViewSource, epoch_order, view_ids
+from hpcmass.train.pipeline import ViewSource, epoch_order, view_ids
 from hpcmass.mpi import install_excepthook, world
 from hpcmass.train.distributed import Group
 from hpcmass.train.fold import compile_model

@@ -1,5 +1,10 @@
-"""The paper's 24 views of a cluster: 3 projections × {identity, flip} × 4 rotations of 90°.
+"""Cluster images: their geometry and the paper's 24 views, shared by every stage that looks at images.
 
+Geometry: an image is a square field centred on the cluster; pixel centres sit at
+``(i - (P - 1) / 2)`` pixels from the centre; :func:`pixel_arcsec` and :func:`kpc_per_arcsec` turn
+pixels into angles and physical lengths.
+
+Views: 3 projections × {identity, flip} × 4 rotations of 90°.
 {identity, left-right flip} × {0°, 90°, 180°, 270°} is the whole symmetry group of a square
 (the dihedral group D4, 8 elements): the paper's "reflections along the vertical and horizontal
 axes" are both in it (an up-down flip is the left-right flip rotated by 180°), so 8 views per
@@ -78,3 +83,28 @@ def view_operations() -> np.ndarray:
                 table.append((cols, rows, transpose))
                 break
     return np.array(table, dtype=bool)
+
+
+def pixel_radius(pixels: int) -> np.ndarray:
+    """(P, P) distance [pixels] of each pixel centre from the image centre, where the cluster sits."""
+    c = (pixels - 1) / 2.0
+    yy, xx = np.mgrid[:pixels, :pixels]
+    return np.hypot(xx - c, yy - c)
+
+
+def radius_r500c(pixels: int, pixel_kpc: float, r500c_kpc: float) -> np.ndarray:
+    """(P, P) projected distance of each pixel centre from the image centre, in R500c."""
+    return pixel_radius(pixels) * (pixel_kpc / r500c_kpc)
+
+
+def pixel_arcsec(fov_arcmin: float, pixels: int) -> float:
+    return fov_arcmin * 60.0 / pixels
+
+
+def kpc_per_arcsec(redshift: float, hubble: float, omega_matter: float, omega_lambda: float) -> float:
+    """Physical kpc per arcsec at ``redshift`` in the simulation's cosmology (yt's, as pyXSIM uses)."""
+    from yt.utilities.cosmology import Cosmology
+
+    cosmo = Cosmology(hubble_constant=hubble, omega_matter=omega_matter, omega_lambda=omega_lambda)
+    d_a = cosmo.angular_diameter_distance(0.0, redshift).to_value("kpc")
+    return float(d_a * np.pi / 180.0 / 3600.0)

@@ -1,6 +1,6 @@
 """The input pipeline: views made on the fly from the in-memory projections by tf.data.
 
-An item is a global view id ``cluster * n_views + view`` (view order: :mod:`hpcmass.dataset.views`).
+An item is a global view id ``cluster * n_views + view`` (view order: :mod:`hpcmass.images`).
 Each epoch's order is a permutation seeded from (run.seed, fold, epoch) — the same whether the
 fold runs uninterrupted or resumed, on one rank or many — dealt to ranks for Horovod. The
 pipeline batches ids, gathers each image's projection, then makes each image's view with three
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..seeding import rng
-from .views import VIEWS_PER_AXIS, make_views, view_operations
+from ..images import VIEWS_PER_AXIS, make_views, view_operations
 
 
 def view_ids(clusters, n_views: int) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""The interpret stage: explain every view of every cluster with its own test fold's CNN.
+
+Clusters are dealt to ranks dynamically (one unit = one cluster, its 24 views in one batch);
+each rank loads a fold's model the first time it needs it, and takes clusters fold by fold so
+it rarely needs many. A cluster's results depend only on the cluster and its fold's model, so
+they are the same whatever the number of ranks. When every cluster is done, rank 0 writes the
+median Delta N / N profile and its spread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import StageError
+from ..images import VIEWS_PER_AXIS
+from ..mpi import dynamic_tasks, get_logger, on_root, progress, stage_comm
+from ..store import DONE, LAYOUT, Store
+from ..store.readers import load_catalog, load_folds, load_interpretation, load_observations
+from .dream import MAP_VIEW, explain_cluster, profile_summary, radial_edges
+
+_NEEDS = ("catalog", "observe", "dataset", "train")
+
+
+class _FoldModels:
+    """Each fold's trained model, loaded once per rank on first use, as a predict(counts) function."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self._cache = {}
+
+    def __call__(self, fold: int):
+        if fold not in self._cache:
+            from ..train.model import load_fold_model
+
+            model = load_fold_model(self.workdir, fold)
+            self._cache[fold] = lambda counts: model(counts, training=False)
+        return self._cache[fold]
+
+
+def _inputs(workdir, params_file):
+    with Store.read(workdir) as s:
+        for stage in _NEEDS:
+            s.require_complete(stage, params_file)
+        return load_catalog(s).r500c_kpc, load_folds(s), load_observations(s)
+
+
+def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None) -> dict:
+    """Explain every cluster not yet done; collective over ``comm`` (None: serial).
+
+    Returns the store summary (done, failed, total); raises StageError if any cluster failed.
+    """
+    comm = stage_comm(comm)
+    log = log or get_logger(comm)
+    workdir = Path(workdir)
+    ip = params.interpret
+    r500c, fold, obs = _inputs(workdir, params.file)
+    n, n_axes = obs.counts.shape[:2]
+    dims = dict(views=VIEWS_PER_AXIS * n_axes, steps=ip.iterations + 1, iterations=ip.iterations,
+                bins=ip.radial_bins, pixels=obs.pixels)
+    models = _FoldModels(workdir)
+    with Store.open_stage(workdir, params, "interpret", comm, n_units=n, unit="cluster",
+                          restart_from=restart_from, log=log) as st:
+        out = {name: st.require(name, **dims) for name in LAYOUT["interpret"]}
+        st.on_complete(lambda read: _profile_summary(read, ip))
+        st.set_attrs(radial_edges_r500c=radial_edges(ip), map_view=MAP_VIEW, pixel_kpc=obs.pixel_kpc)
+        todo = sorted(st.pending(), key=lambda i: (fold[i], i))
+        log.info("interpreting %d of %d clusters (%d views each, %d iterations) on %d rank(s)",
+                 len(todo), n, dims["views"], ip.iterations, comm.Get_size())
+        with progress(comm, len(todo), "interpret") as bar:
+            for i in dynamic_tasks(comm, todo):
+                try:
+                    result = explain_cluster(models(fold[i]), obs.counts[i], obs.pixel_kpc, r500c[i], ip)
+                except StageError as e:  # e.g. a fold's model file is missing
+                    st.mark_failed(i, str(e))
+                    continue
+                for name, value in result.items():
+                    out[name][i] = value
+                st.mark_done(i)
+                bar.update()
+        summary = st.summary()
+    if summary["failed"]:
+        first = next(iter(summary["failed"].items()))
+        raise StageError(f"interpret: {len(summary['failed'])} cluster(s) failed (cluster {first[0]}: {first[1]}); "
+                         f"fix the cause and re-run to finish them")
+    flagged = on_root(comm, _count_flagged, workdir)
+    log.info("interpret done: %d clusters; %d view(s) with an off-centre response", n, flagged)
+    return summary
+
+
+def _profile_summary(read, ip) -> dict:
+    """The median profile over every view of every cluster, and its spread (once all are done)."""
+    if (read("done") != DONE).any():
+        return {}
+    med, p16, p84 = profile_summary(read("profile").reshape(-1, ip.iterations, ip.radial_bins))
+    return {"profile_median": med, "profile_p16": p16, "profile_p84": p84}
+
+
+def _count_flagged(workdir) -> int:
+    with Store.read(workdir) as s:
+        return int(load_interpretation(s).data["off_centre"].sum())

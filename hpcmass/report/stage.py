@@ -1,0 +1,60 @@
+"""The report stage: statistics, the L_X baseline, the paper's figures, ``<workdir>/report/index.html``.
+
+The report is one unit of work done by rank 0; other ranks (when launched in an MPI job) only
+take part in opening and closing the store. The L_X measurements go into the store's ``report``
+group, whose done flag marks the report finished.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import HpcmassError, StageError
+from ..mpi import get_logger, stage_comm
+from ..store import Store, stage_dir
+from ..store.readers import load_observations
+
+_NEEDS = ("catalog", "observe", "dataset", "train", "interpret")
+
+
+def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None) -> dict:
+    """Make the report (rank 0; the other ranks of ``comm`` only open and close the store; None: serial).
+
+    Returns the report's summary (``<workdir>/report/summary.json``), also when it was already made.
+    """
+    comm = stage_comm(comm)
+    log = log or get_logger(comm)
+    workdir = Path(workdir)
+    rank = comm.Get_rank()
+    from .build import build_report, read_run
+
+    with Store.read(workdir) as s:
+        for stage in _NEEDS:
+            s.require_complete(stage, params.file)
+        n, n_axes = load_observations(s).counts.shape[:2]
+        data = read_run(s, params) if rank == 0 else None
+    out = stage_dir(workdir, "report")
+    with Store.open_stage(workdir, params, "report", comm, n_units=1, unit="report",
+                          restart_from=restart_from, log=log) as st:
+        dims = dict(clusters=n, axes=n_axes, apertures=1 + len(params.report.lx_aperture_errors))
+        ds = {name: st.require(name, **dims) for name in ("lx_net_counts", "lx_covered", "lx_erg_s",
+                                                           "lx_pred_log_m500c")}
+        error = None
+        if not st.pending():
+            log.info("the report is already done (%s); use --restart-from report to make it again", out / "index.html")
+        elif rank == 0:
+            try:
+                lx, _ = build_report(data, params, out, st.provenance(), stage_dir(workdir, "observe") / "approx")
+                ds["lx_net_counts"][...] = lx.net_counts
+                ds["lx_covered"][...] = lx.covered
+                ds["lx_erg_s"][...] = lx.lx
+                ds["lx_pred_log_m500c"][...] = lx.pred
+                st.mark_done(0)
+            except HpcmassError as e:
+                error = str(e)
+        # Rank 0 worked while the others waited here; a failure is raised on every rank alike.
+        error = comm.bcast(error, root=0)
+    if error:
+        raise StageError(error)
+    return json.loads((out / "summary.json").read_text())
