@@ -111,15 +111,11 @@ def main():
 
     if a.workdir:
         from hpcmass.params import load_params
-        from hpcmass.store import Store
         from hpcmass.train.fold import train_fold
+        from hpcmass.train.stage import read_inputs
 
         params = load_params(a.params)
-        with Store.read(a.workdir) as s:
-            for stage in ("catalog", "observe", "dataset"):
-                s.require_complete(stage, a.params)
-            imgs, lm = s.file["observe/images"][...], s.file["catalog/log_m500c"][...]
-            folds = s.file["dataset/fold"][...].astype(np.int64)
+        imgs, lm, folds = read_inputs(a.workdir, a.params)
         scratch = os.path.join(a.workdir, "bench_train")  # never the run's own checkpoints
         shutil.rmtree(scratch, ignore_errors=True)  # time a whole fold, not a resumed one
         t0 = time.perf_counter()
