@@ -77,11 +77,9 @@ def ci_reference(tmp_path_factory):
     """params/ci.yaml run uninterrupted from catalog to interpret under ``mpirun -n 2`` (one parallel
     HDF5 store, no shards), and each stage's wall time [s]: (workdir, {stage: seconds}).
 
-    Built once per session (about a minute) for test_faults and test_failure_paths; read-only:
-    copy the workdir before running anything in it.
+    Built once per session (about a minute) for test_faults, test_failure_paths and
+    test_python_api; read-only: copy the workdir before running anything in it.
     """
-    import time
-
     from hpcmass.params import STAGES
 
     wd = tmp_path_factory.mktemp("ci_reference") / "work"
@@ -108,20 +106,3 @@ def slurm(tmp_path_factory):
     cluster.start()
     yield cluster
     cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def pipeline_reference(tmp_path_factory):
-    """catalog → interpret on params/ci.yaml, uninterrupted, from the command line with ``mpirun -n 2``;
-    returns (workdir, {stage: wall seconds}). Shared by the fault-injection and Python-API tests."""
-    from hpcmass.params import STAGES
-
-    wd = tmp_path_factory.mktemp("reference") / "work"
-    env = base_env(wd.parent)
-    seconds = {}
-    for stage in STAGES[: STAGES.index("interpret") + 1]:
-        t0 = time.monotonic()
-        mpirun(2, "-m", "hpcmass", stage, "--params", ROOT / "params" / "ci.yaml", "--workdir", wd, env=env,
-               check=True, timeout=900)
-        seconds[stage] = time.monotonic() - t0
-    return wd, seconds

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, mpirun
+from conftest import ROOT, base_env, mpirun
 from tiny_run import build_tiny_run
 
 from hpcmass.images import make_views
@@ -20,28 +20,35 @@ PARAMS = ROOT / "params" / "ci.yaml"
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A tiny store up to train (built once), and two copies interpreted on 1 and 2 ranks."""
+    """A tiny store up to train (built once), and copies interpreted on 1 and 2 ranks, and on 2 ranks
+    writing per-rank shard files (as where h5py lacks MPI)."""
     base = tmp_path_factory.mktemp("tiny") / "base"
     params = load_params(PARAMS)
     build_tiny_run(base, params)
     runs = {}
-    for ranks in (1, 2):
-        work = base.parent / f"ranks{ranks}"
+    for ranks, shards in ((1, False), (2, False), (2, True)):
+        key = f"{ranks}s" if shards else ranks
+        work = base.parent / f"ranks{key}"
         shutil.copytree(base, work)
-        proc = mpirun(ranks, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", work, timeout=300)
+        env = base_env(work.parent) | ({"HPCMASS_STORE_SHARDS": "1"} if shards else {})
+        proc = mpirun(ranks, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", work, env=env,
+                      timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[ranks] = (work, proc)
+        runs[key] = (work, proc)
     return params, base, runs
 
 
 def test_interpretation_is_rank_count_invariant(tiny_run):
     params, _, runs = tiny_run
-    with Store.read(runs[1][0]) as one, Store.read(runs[2][0]) as two:
-        assert one.is_complete("interpret") and two.is_complete("interpret")
+    with Store.read(runs[1][0]) as one, Store.read(runs[2][0]) as two, Store.read(runs["2s"][0]) as sharded:
+        assert one.is_complete("interpret") and two.is_complete("interpret") and sharded.is_complete("interpret")
         assert int(two.file["interpret"].attrs["last_run_ranks"]) == 2
+        assert sharded.file["interpret/profile"].is_virtual  # joined from the ranks' shard files
+        # whole-stage products (the median profile) come from every rank's clusters, not rank 0's shard
+        assert not sharded.file["interpret/profile_median"].is_virtual
         for name in LAYOUT["interpret"]:
-            a, b = one.file["interpret"][name][...], two.file["interpret"][name][...]
-            assert np.array_equal(a, b, equal_nan=True), name
+            a, b, c = (s.file["interpret"][name][...] for s in (one, two, sharded))
+            assert np.array_equal(a, b, equal_nan=True) and np.array_equal(a, c, equal_nan=True), name
 
 
 def test_interpretation_results_are_consistent(tiny_run):

@@ -12,6 +12,8 @@ from hpcmass.store import parallel_hdf5, store_path
 from conftest import PROGRAMS, ROOT, hpcmass, mpirun
 
 FARM = PROGRAMS / "farm_store.py"
+#: The line farm_store.py prints once its stop handlers are installed and its first unit is done.
+READY = "farm: stop handler installed, first unit done"
 pytestmark = pytest.mark.mpi
 
 
@@ -109,23 +111,51 @@ def test_shard_files_joined_by_virtual_datasets(tmp_path, farmed):
 
 def test_stop_signal_finishes_unit_in_hand_and_resumes(tmp_path, farmed):
     """SIGUSR1 (SLURM's time-limit warning) stops the farm cleanly; a re-run completes it."""
+    import queue
     import signal
     import subprocess
     import sys
-    import time
+    import threading
 
     from conftest import base_env
 
-    cmd = ["mpirun", "-n", "2", "-x", "PYTHONPATH", sys.executable, str(FARM), str(tmp_path), "40",
+    wd = tmp_path / "work"
+    cmd = ["mpirun", "-n", "2", "-x", "PYTHONPATH", sys.executable, str(FARM), str(wd), "40",
            "--default-sleep", "0.25"]
-    proc = subprocess.Popen(cmd, env=base_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
-    proc.send_signal(signal.SIGUSR1)
-    out, err = proc.communicate(timeout=60)
+    with open(tmp_path / "stderr.txt", "w+") as err_file:
+        proc = subprocess.Popen(cmd, env=base_env(tmp_path), stdout=subprocess.PIPE, stderr=err_file, text=True)
+        lines: queue.Queue = queue.Queue()
+
+        def read_stdout():
+            for text in proc.stdout:
+                lines.put(text)
+            lines.put(None)  # end of output
+
+        reader = threading.Thread(target=read_stdout, daemon=True)
+        reader.start()
+        out = []
+        try:
+            # farm_store.py prints READY once every rank's stop handler is installed and work began.
+            while (line := lines.get(timeout=60)) is not None and line.strip() != READY:
+                out.append(line)
+            assert line is not None, f"the farm ended without printing {READY!r}:\n{''.join(out)}"
+            proc.send_signal(signal.SIGUSR1)
+            proc.wait(timeout=60)
+        except (queue.Empty, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+            err_file.seek(0)
+            raise AssertionError(f"no READY line, or no exit after SIGUSR1, within 60 s\n{err_file.read()[-3000:]}")
+        reader.join(timeout=10)
+        while (line := lines.get_nowait()) is not None:
+            out.append(line)
+        out = "".join(out)
+        err_file.seek(0)
+        err = err_file.read()
     assert proc.returncode == 75, err
-    _, _, done = _read(tmp_path)
+    _, _, done = _read(wd)
     assert 0 < done.sum() < 40 and f"done {done.sum()}/40" in out
-    mpirun(2, FARM, tmp_path, 40, check=True, timeout=120)
-    values, _, done = _read(tmp_path)
+    mpirun(2, FARM, wd, 40, check=True, timeout=120)
+    values, _, done = _read(wd)
     assert (done == 1).all()
     np.testing.assert_array_equal(values, farmed[1][0])

@@ -28,9 +28,12 @@ def test_paper_params_are_the_papers():
 
 
 def test_params_are_frozen():
+    from pydantic import ValidationError
+
     p = load_params(None)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match=r"n_clusters\n  Instance is frozen \[type=frozen_instance"):
         p.catalog.n_clusters = 3
+    assert p.catalog.n_clusters == load_params(None).catalog.n_clusters
 
 
 def test_overrides_parse_yaml_scalars_including_bare_exponents():

@@ -86,7 +86,7 @@ def test_conformal_quantile_is_the_finite_sample_rank():
     z = np.arange(1.0, 11.0)  # n = 10: the ceil(11 * 0.6827) = 8th smallest
     assert conformal_quantile(z) == 8.0
     assert conformal_quantile(z[:1]) == 1.0  # too few: the largest
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no held-out images to calibrate on"):
         conformal_quantile([])
 
 

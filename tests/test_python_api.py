@@ -28,8 +28,8 @@ def readme_python_block() -> str:
     return blocks[0]
 
 
-def test_readme_block_runs_every_stage_serially_and_matches_mpirun(tmp_path, pipeline_reference):
-    ref_wd, _ = pipeline_reference
+def test_readme_block_runs_every_stage_serially_and_matches_mpirun(tmp_path, ci_reference):
+    ref_wd, _ = ci_reference
     (tmp_path / "params").symlink_to(ROOT / "params")
     proc = subprocess.run([sys.executable, "-c", readme_python_block()], cwd=tmp_path, env=base_env(tmp_path),
                           capture_output=True, text=True, timeout=1200)

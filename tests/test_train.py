@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from conftest import ROOT, base_env, hpcmass, mpirun
 from toy_clusters import toy_images, write_toy_store
 
 from hpcmass.dataset.folds import assign_folds
-from hpcmass.errors import ParamsError, StoreBusyError
+from hpcmass.errors import ParamsError, StageError, StoreBusyError
 from hpcmass.mpi import world
 from hpcmass.params import load_params
 from hpcmass.store import FAILED, Store, store_path
@@ -77,7 +78,8 @@ def test_predictions_and_gradients_are_in_raw_counts(tmp_path):
         y = tf.reduce_sum(loaded(x, training=False))
     grad = tape.gradient(y, x).numpy()
     assert grad.shape == (3, 24, 24) and np.isfinite(grad).all() and np.abs(grad).max() > 0
-    with pytest.raises(Exception, match=r"run `hpcmass train --fold 5`"):
+    missing = re.escape(f"{model_path(tmp_path, 5)}: no trained model for fold 5; run `hpcmass train --fold 5`")
+    with pytest.raises(StageError, match=missing):
         load_fold_model(tmp_path, 5)
 
 
@@ -245,7 +247,7 @@ def test_all_folds_predict_every_view_of_every_cluster_once(trained):
         tested.extend(res["test_clusters"])
         # The stored predictions are the kept model's, view by view.
         model = load_fold_model(work, k)
-        from hpcmass.dataset.views import make_views
+        from hpcmass.images import make_views
         np.testing.assert_allclose(predict_log_m500c(model, make_views(images[folds == k])), pred[folds == k],
                                    rtol=1e-5)
     assert sorted(tested) == list(range(10))  # each cluster in exactly one test fold: 24 predictions each

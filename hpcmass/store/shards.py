@@ -74,7 +74,7 @@ def join_shards(f: h5py.File, stage: str, shard_dir: Path, log) -> None:
                 layout[u] = source[u]
         if name in g:
             del g[name]
-        g.create_virtual_dataset(name, layout, fillvalue=0)
+        g.create_virtual_dataset(name, layout, fillvalue=np.zeros((), dtype)[()])  # typed: 0 or b"" (S256 paths)
     f.flush()
     g["done"][...], g["error"][...] = states, errors
     f.flush()

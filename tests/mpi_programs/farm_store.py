@@ -2,6 +2,9 @@
 
 Each unit's value depends only on (seed, unit); the rank that ran it is recorded separately.
 Usage: farm_store.py WORKDIR N_UNITS [--sleep-unit K:SECONDS] [--fail-unit K] [--exit-after M]
+
+Rank 0 prints READY (flushed) once its first unit is done: by then every rank has installed the
+stop handler (before the collective store open) and taken work, so a test may send SIGUSR1.
 """
 
 import argparse
@@ -13,6 +16,9 @@ from hpcmass.mpi import (EXIT_STOPPED, dynamic_tasks, get_logger, install_except
 from hpcmass.params import load_params
 from hpcmass.seeding import rng
 from hpcmass.store import Store
+
+#: Printed by rank 0 after its first unit: the stop handlers are installed and work has started.
+READY = "farm: stop handler installed, first unit done"
 
 
 def main():
@@ -47,6 +53,8 @@ def main():
                 st.mark_done(unit)
                 done_here += 1
                 bar.update()
+                if done_here == 1 and comm.Get_rank() == 0:
+                    print(READY, flush=True)
                 if a.exit_after is not None and done_here >= a.exit_after:
                     import os
                     os._exit(9)
