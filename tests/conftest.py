@@ -77,7 +77,7 @@ def ci_reference(tmp_path_factory):
     """params/ci.yaml run uninterrupted from catalog to interpret under ``mpirun -n 2`` (one parallel
     HDF5 store, no shards), and each stage's wall time [s]: (workdir, {stage: seconds}).
 
-    Built once per session (about a minute) for test_faults, test_failure_paths and
+    Built once per session (about a minute) for test_faults, test_failure_paths, test_slurm_chain and
     test_python_api; read-only: copy the workdir before running anything in it.
     """
     from hpcmass.params import STAGES
