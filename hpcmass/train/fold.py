@@ -18,13 +18,13 @@ import tensorflow as tf
 import tf_keras
 
 from ..dataset.folds import split
-from .pipeline import ViewSource, epoch_order, view_ids
 from ..params import Params
 from ..seeding import int_seed
 from . import checkpoint
 from .distributed import Group
 from .files import checkpoint_dir, model_path
 from .model import build_model, predict_log_m500c, save_model_atomic
+from .pipeline import ViewSource, epoch_order, view_ids
 from .results import FoldResult
 from .stopping import evaluate_params
 

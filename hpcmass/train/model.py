@@ -22,10 +22,10 @@ import numpy as np
 import tf_keras
 from tf_keras import layers
 
-from .scaling import METHODS, scale_images
 from ..atomic import atomic_path
 from ..errors import StageError
 from .files import model_path
+from .scaling import METHODS, scale_images
 
 #: Trainable parameters of the paper's CNN (its Sect. 2.2).
 PAPER_PARAMETERS = 58_437
