@@ -14,7 +14,7 @@ from ..errors import StageError
 from ..images import VIEW_ORDER, VIEWS_PER_AXIS
 from ..mpi import get_logger, stage_comm
 from ..store import Store
-from ..store.readers import load_catalog, load_observations
+from ..store.readers import image_shape, load_catalog
 from .folds import assign_folds
 
 
@@ -31,7 +31,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
         s.require_complete("catalog", params.file)
         s.require_complete("observe", params.file)
         log_m500c = load_catalog(s).log_m500c
-        n_images, n_axes = load_observations(s).counts.shape[:2]
+        n_images, n_axes = image_shape(s)[:2]
     if n_images != log_m500c.size:
         raise StageError(f"{workdir}: {log_m500c.size} clusters in the catalog but {n_images} in /observe/images")
     folds = assign_folds(log_m500c, n_folds)

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import HpcmassError, StageError
 from ..mpi import get_logger, stage_comm
 from ..store import Store, stage_dir
-from ..store.readers import load_observations
+from ..store.readers import image_shape
 
 _NEEDS = ("catalog", "observe", "dataset", "train", "interpret")
 
@@ -32,7 +32,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     with Store.read(workdir) as s:
         for stage in _NEEDS:
             s.require_complete(stage, params.file)
-        n, n_axes = load_observations(s).counts.shape[:2]
+        n, n_axes = image_shape(s)[:2]
         data = read_run(s, params) if rank == 0 else None
     out = stage_dir(workdir, "report")
     with Store.open_stage(workdir, params, "report", comm, n_units=1, unit="report",

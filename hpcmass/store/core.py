@@ -38,7 +38,7 @@ from .layout import (
     store_path,
 )
 from .lock import collective_lock
-from .provenance import git_commit, package_versions, params_diff, utc_now
+from .provenance import attr_value, git_commit, package_versions, params_diff, utc_now
 from .shards import join_shards, parallel_hdf5, sharded
 
 _SHARDS_ANNOUNCED = False
@@ -167,7 +167,7 @@ class StageWriter:
 
     def provenance(self) -> dict:
         """The stage group's attributes (provenance and the stage's own) as plain Python values."""
-        return {k: v.decode() if isinstance(v, bytes) else v for k, v in self.group.attrs.items()}
+        return {k: attr_value(v) for k, v in self.group.attrs.items()}
 
     def summary(self) -> dict:
         """Collective: units done, failed (with reasons) and total over all ranks."""

@@ -8,10 +8,22 @@ from importlib import metadata
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 #: Distributions whose versions go into every stage's provenance.
 PROVENANCE_PACKAGES = ("hpcmass", "numpy", "scipy", "h5py", "mpi4py", "astropy", "yt", "pyxsim", "soxs",
                        "colossus", "tensorflow", "tf-keras", "horovod", "pydantic", "matplotlib")
+
+
+def attr_value(v):
+    """An HDF5 attribute as a plain Python value (str, float, int, list)."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def utc_now() -> str:

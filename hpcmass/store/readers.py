@@ -17,17 +17,7 @@ import numpy as np
 from ..errors import StageError
 from .core import Store
 from .layout import DONE, LAYOUT
-
-
-def _value(v):
-    """An HDF5 attribute as a plain Python value (str, float, int, list)."""
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
+from .provenance import attr_value
 
 
 def _group(store: Store, stage: str):
@@ -38,12 +28,12 @@ def _group(store: Store, stage: str):
 
 def stage_attrs(store: Store, stage: str) -> dict:
     """Every attribute of ``/<stage>`` (provenance and the stage's own) as plain Python values."""
-    return {k: _value(v) for k, v in _group(store, stage).attrs.items()}
+    return {k: attr_value(v) for k, v in _group(store, stage).attrs.items()}
 
 
 def _attr(store: Store, stage: str, name: str):
     try:
-        return _value(_group(store, stage).attrs[name])
+        return attr_value(_group(store, stage).attrs[name])
     except KeyError:
         raise StageError(f"{store.path}: /{stage} lacks the attribute {name!r}; re-run `hpcmass {stage} "
                          f"--restart-from {stage}`") from None
@@ -143,6 +133,14 @@ def load_observations(store: Store) -> Observations:
     return Observations(counts=counts, axes=axes, pixel_arcsec=float(attrs["pixel_arcsec"]),
                         pixel_kpc=float(attrs["pixel_kpc"]), redshift=float(attrs["redshift"]),
                         exposure_ks=float(attrs["exposure_ks"]), data_mode=str(attrs["data_mode"]), attrs=attrs)
+
+
+def image_shape(store: Store) -> tuple[int, ...]:
+    """``(clusters, axes, P, P)`` of the observe stage's images, without reading them."""
+    g = _group(store, "observe")
+    if "images" not in g:
+        raise StageError(f"{store.path}: /observe lacks images; re-run `hpcmass observe --restart-from observe`")
+    return tuple(g["images"].shape)
 
 
 def observe_data_mode(store: Store) -> str | None:
