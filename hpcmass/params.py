@@ -236,6 +236,9 @@ class SiteParams(Section):
     #: Seconds before the time limit at which SLURM warns a job (SIGUSR1): the stage finishes the
     #: unit in hand, flushes the store and is requeued to resume.
     warning_seconds: Annotated[int, Field(ge=10, le=86_400)] = 300
+    #: TensorFlow threads per rank in train and interpret; null: the cores of the rank's affinity
+    #: mask, divided among the node's working ranks that share it (see hpcmass/cpu.py).
+    threads: Annotated[int, Field(ge=1, le=4096)] | None = None
     catalog: JobResources = JobResources(ntasks=1, time="01:00:00")
     observe: JobResources = JobResources(ntasks=32, time="12:00:00")
     dataset: JobResources = JobResources(ntasks=1, time="00:20:00")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..cpu import configure_tensorflow
 from ..errors import StageError
 from ..images import VIEWS_PER_AXIS
 from ..mpi import dynamic_tasks, get_logger, on_root, progress, stage_comm
@@ -57,6 +58,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     n, n_axes = obs.counts.shape[:2]
     dims = dict(views=VIEWS_PER_AXIS * n_axes, steps=ip.iterations + 1, iterations=ip.iterations,
                 bins=ip.radial_bins, pixels=obs.pixels)
+    configure_tensorflow(comm, working=True, override=params.site.threads, log=log)
     models = _FoldModels(workdir)
     with Store.open_stage(workdir, params, "interpret", comm, n_units=n, unit="cluster",
                           restart_from=restart_from, log=log) as st:

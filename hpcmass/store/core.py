@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import StageError, StoreBusyError, StoreError
+from ..mpi import wait_all
 from ..params import STAGES, Params
 from .layout import (
     ATTRS,
@@ -302,7 +303,7 @@ class Store:
                 writer = StageWriter(cls(shard, sf, comm), stage, n_units, unit, base_states=base)
                 yield writer
         finally:
-            comm.Barrier()
+            wait_all(comm)
             if rank == 0:
                 with open_h5(path, "a", None) as f:
                     join_shards(f, stage, shard_dir, log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -41,6 +42,8 @@ def package_versions() -> dict[str, str]:
     from mpi4py import MPI
 
     versions["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
+    # TensorFlow's CPU kernels (set in hpcmass/__init__.py): they change the last bits of trained weights.
+    versions["tf_enable_onednn_opts"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
     return versions
 
 

@@ -11,6 +11,9 @@ How ranks share the work:
   parallel: Horovod averages the gradients of every step); see :mod:`hpcmass.train.distributed`
   for batch size and learning rate.
 
+Each rank sizes TensorFlow's thread pools to the cores it owns (:mod:`hpcmass.cpu`) before its
+first TensorFlow operation; a rank whose folds are done sleeps until the others finish.
+
 On SIGUSR1/SIGTERM (SLURM's time-limit warning) the fold in hand stops after its current epoch's
 checkpoint and the command exits 75, so the requeued job resumes where it stopped.
 
@@ -25,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu import configure_tensorflow
 from ..errors import ParamsError, StageError
 from ..images import VIEWS_PER_AXIS
-from ..mpi import get_logger, on_root, stage_comm, stop_requested
+from ..mpi import get_logger, on_root, stage_comm, stop_requested, wait_all
 from ..params import STAGES
 from ..store import DONE, Store, stage_dir
 from ..store.readers import load_catalog, load_folds, load_observations
@@ -123,6 +127,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
         if size > 1 and len(todo) < size:
             log.warning("%d rank(s) for %d fold(s): %d rank(s) idle (use --horovod to train a fold on several)",
                         size, len(todo), size - len(todo))
+    configure_tensorflow(comm, working=bool(mine), override=params.site.threads, log=log)
     device = group.pin_gpu() if mine else None
     if device:
         log.info("training on %s", device)
@@ -136,7 +141,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
             results.write_result(workdir, res, params_hash)
     group.shutdown()
 
-    comm.Barrier()
+    wait_all(comm)  # ranks with fewer (or no) folds sleep until the last fold ends
     summary = on_root(comm, lambda: results.merge(workdir, params, solo, n_clusters=n_clusters,
                                                     n_views=n_views, log=log))
     failed = {k: why for k, why in summary["failed"].items() if k in wanted}
