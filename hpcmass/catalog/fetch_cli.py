@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ParamsError, StageError
-from ..mpi import get_logger
+from ..errors import ParamsError
+from ..mpi import get_logger, on_root
 from .fetch import API_URL, KEY_ENV, fetch_tng
 
 HELP = (f"download the paper's TNG300-1 clusters (group catalogue + gas cutouts) from the TNG web API into "
@@ -23,19 +23,15 @@ def run(args, params, comm) -> int:
     tng_dir = args.tng_dir or cp.tng_dir
     if not tng_dir:
         raise ParamsError("fetch-tng: no target directory; give --tng-dir or set catalog.tng_dir")
-    error = None
-    if comm.Get_rank() == 0:
+
+    def fetch():
         log = get_logger(comm)
-        try:
-            summary = fetch_tng(Path(tng_dir), simulation=cp.tng_simulation, snapshot=cp.tng_snapshot,
-                                log_m500c_min=cp.log_m500c_min, log_m500c_max=cp.log_m500c_max,
-                                api_url=args.api_url, timeout=args.timeout, log=log)
-            log.info("fetch-tng: %d haloes in range, %d downloaded now, all in %s; next: hpcmass catalog with "
-                     "catalog.source=tng300, catalog.tng_dir=%s, catalog.n_clusters=%d", summary["haloes"],
-                     summary["fetched"], tng_dir, tng_dir, summary["haloes"])
-        except StageError as e:
-            error = e
-    error = comm.bcast(error, root=0)
-    if error is not None:
-        raise error
+        summary = fetch_tng(Path(tng_dir), simulation=cp.tng_simulation, snapshot=cp.tng_snapshot,
+                            log_m500c_min=cp.log_m500c_min, log_m500c_max=cp.log_m500c_max,
+                            api_url=args.api_url, timeout=args.timeout, log=log)
+        log.info("fetch-tng: %d haloes in range, %d downloaded now, all in %s; next: hpcmass catalog with "
+                 "catalog.source=tng300, catalog.tng_dir=%s, catalog.n_clusters=%d", summary["haloes"],
+                 summary["fetched"], tng_dir, tng_dir, summary["haloes"])
+
+    on_root(comm, fetch)  # the other ranks sleep through the download; its error is raised on every rank
     return 0

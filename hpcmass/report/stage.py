@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..errors import HpcmassError, StageError
-from ..mpi import get_logger, stage_comm
+from ..mpi import get_logger, stage_comm, wait_all
 from ..store import Store, stage_dir
 from ..store.readers import image_shape
 
@@ -53,7 +53,8 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
                 st.mark_done(0)
             except HpcmassError as e:
                 error = str(e)
-        # Rank 0 worked while the others waited here; a failure is raised on every rank alike.
+        # Rank 0 worked while the others slept here; a failure is raised on every rank alike.
+        wait_all(comm)
         error = comm.bcast(error, root=0)
     if error:
         raise StageError(error)
