@@ -49,7 +49,7 @@ def test_html_references_figures_that_exist(reports):
     html = (out / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
     assert sorted(images) == ["fig1_images.png", "fig3_pred_vs_true.png", "fig4_residual_pdf.png",
-                              "fig5_deepdream.png", "fig6_radial_profile.png"]
+                              "fig5_deepdream.png", "fig6_radial_profile.png", "fig_training.png"]
     for name in images:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
@@ -85,6 +85,18 @@ def test_numbers_match_the_store(reports):
         assert float(row["pred_median"]) == pytest.approx(np.median(p), abs=1e-4)
         assert float(row["pred_std"]) == pytest.approx(np.std(p), abs=1e-4)
         assert float(row["lx_ce_image_erg_s"]) > 0
+    # How each fold ended, replayed from the stored history: the plateau rule kept the lowest
+    # validation loss (3 epochs, patience 10, criteria unmet on toy images: max_epochs' choice).
+    training = summary["training"]
+    assert training["stopping"] == "plateau" and training["patience"] == 10
+    with Store.read(reports[1]) as s:
+        val_loss = s.file["train/history_val_loss"][...]
+        kept = s.file["train/epoch_chosen"][...]
+    for k, fold in enumerate(training["folds"]):
+        assert fold["epoch_kept"] == kept[k] and fold["epochs_trained"] == 3
+        assert fold["val_loss_kept_over_best"] == pytest.approx(val_loss[k, kept[k] - 1] / val_loss[k].min())
+    html = (out / "index.html").read_text()
+    assert f"{kept[0]} of 3" in html and "Stopping rule (plateau)" in html
 
 
 def test_two_ranks_make_the_same_report_and_rerun_is_a_no_op(reports):

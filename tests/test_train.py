@@ -16,6 +16,7 @@ from toy_clusters import toy_images, write_toy_store
 
 from hpcmass.dataset.folds import assign_folds
 from hpcmass.errors import ParamsError, StageError, StoreBusyError
+from hpcmass.images import make_views
 from hpcmass.mpi import world
 from hpcmass.params import load_params
 from hpcmass.store import FAILED, Store, store_path
@@ -30,7 +31,7 @@ from hpcmass.train.fold import train_fold  # noqa: E402
 from hpcmass.train.model import (PAPER_PARAMETERS, build_model, load_fold_model, predict_log_m500c,  # noqa: E402
                                  save_model_atomic, trainable_parameters)
 from hpcmass.train.results import merge, read_result, retry_busy, write_result  # noqa: E402
-from hpcmass.train.stopping import evaluate, evaluate_params  # noqa: E402
+from hpcmass.train.stopping import Decision, decide, evaluate, evaluate_params  # noqa: E402
 
 # tf-keras seeds its initialisers with random.randint(1, 1e9) once a global seed is set.
 pytestmark = pytest.mark.filterwarnings("ignore:non-integer arguments to randrange:DeprecationWarning")
@@ -111,6 +112,32 @@ def test_stopping_rule_on_constructed_predictions():
     assert "criteria met" in good.describe() and "not met" in shrunk.describe()
 
 
+def test_stopping_rules_replayed_on_known_histories():
+    #          epoch:  1    2    3    4    5    6    7    8    9
+    val_loss = [0.09, 0.05, 0.04, 0.03, 0.035, 0.02, 0.032, 0.03, 0.031]
+    met = [0, 1, 1, 1, 1, 0, 1, 1, 1]
+    # The paper's rule stops at the first epoch meeting the criteria and keeps it.
+    assert decide(val_loss[:1], met[:1], "paper", 1, 9) == Decision(False, 1, False, "criteria not met yet")
+    d = decide(val_loss[:2], met[:2], "paper", 1, 9)
+    assert d.stop and d.kept == 2 and d.met
+    # Plateau: the best *met* epoch is 4 (epoch 6 is lower but fails the criteria); with patience 3
+    # it stops after epoch 7, keeping 4; with patience 6, max_epochs comes first.
+    assert [decide(val_loss[:e], met[:e], "plateau", 3, 9).stop for e in range(1, 10)] == [False] * 6 + [True] * 3
+    d = decide(val_loss[:7], met[:7], "plateau", 3, 9)
+    assert d.kept == 4 and d.met and "no lower validation loss in the 3 epochs after epoch 4" in d.reason
+    d = decide(val_loss, met, "plateau", 6, 9)
+    assert d.stop and d.kept == 4 and "max_epochs reached" in d.reason
+    assert not decide(val_loss[:8], met[:8], "plateau", 6, 9).stop
+    # Never met: run to max_epochs and keep the lowest validation loss (a NaN epoch never wins).
+    d = decide([0.3, 0.1, float("nan"), 0.2], [0, 0, 0, 0], "plateau", 2, 4)
+    assert d == Decision(True, 2, False, "max_epochs reached, criteria never met: the lowest validation loss kept")
+    d = decide([0.3, 0.1, 0.2], [0, 0, 0], "paper", 2, 3)
+    assert d.stop and d.kept == 3 and not d.met  # the paper keeps the last epoch's model
+    assert decide([], [], "plateau", 5, 10) == Decision(False, 0, False, "no epoch yet")
+    with pytest.raises(ValueError, match="unknown stopping rule 'early'"):
+        decide([0.1], [1], "early", 1, 2)
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 
 
@@ -148,8 +175,10 @@ def test_nan_loss_stops_the_fold_and_keeps_the_last_good_checkpoint(tmp_path, to
     images, log_m, folds = toy
     params = load_params("params/ci.yaml", ["train.max_epochs=3", *IN_PROCESS])
     good = train_fold(0, images, log_m, folds, params, tmp_path)
-    assert good.status == "done" and good.epoch_chosen == 3 and good.pred.shape == ((folds == 0).sum(), 24)
+    assert good.status == "done" and good.pred.shape == ((folds == 0).sum(), 24) and good.epochs_trained == 3
     assert len(good.history["loss"]) == 3 and np.isfinite(good.pred).all()
+    # The plateau rule keeps the lowest validation loss; the criteria are never met in 3 epochs here.
+    assert good.epoch_chosen == np.argmin(good.history["val_loss"]) + 1 and not good.criteria_met
     ck = checkpoint_dir(tmp_path, 0)
     (ck / "epoch_0003.h5").unlink()  # as if killed during epoch 3: resume from epoch 2...
     bad = log_m.copy()
@@ -166,6 +195,28 @@ def test_nan_loss_stops_the_fold_and_keeps_the_last_good_checkpoint(tmp_path, to
     assert summary["done"] == 0 and "diverged" in summary["failed"][0]
     with Store.read(tmp_path) as s:
         assert s.file["train/done"][0] == FAILED and np.isnan(s.file["train/pred_log_m500c"][...]).all()
+
+
+def test_each_rule_keeps_the_model_of_its_epoch(tmp_path, toy):
+    images, log_m, folds = toy
+    test_x = make_views(images[folds == 0])
+    always = ["train.stop_max_abs_delta=100", "train.stop_max_abs_median=100", "train.stop_min_slope=1e-9",
+              "train.max_epochs=8", "train.patience=2", *IN_PROCESS]
+    for rule in ("paper", "plateau"):
+        params = load_params("params/ci.yaml", [*always, f"train.stopping={rule}"])
+        per_epoch = []
+        res = train_fold(0, images, log_m, folds, params, tmp_path / rule,
+                         on_epoch=lambda epoch, model: per_epoch.append(predict_log_m500c(model, test_x)))
+        val_loss = np.array(res.history["val_loss"])
+        assert res.status == "done" and res.criteria_met and len(per_epoch) == res.epochs_trained == val_loss.size
+        if rule == "paper":  # criteria met at once: the first epoch is kept
+            assert res.epoch_chosen == res.epochs_trained == 1
+        else:  # the lowest validation loss, and `patience` epochs after it (or max_epochs)
+            assert res.epoch_chosen == np.argmin(val_loss) + 1
+            assert res.epochs_trained == min(res.epoch_chosen + 2, 8)
+        # The stored model and its test predictions are those of the kept epoch, not of the last.
+        np.testing.assert_array_equal(res.pred, per_epoch[res.epoch_chosen - 1])
+        np.testing.assert_array_equal(predict_log_m500c(load_fold_model(tmp_path / rule, 0), test_x), res.pred)
 
 
 def test_merge_waits_while_another_process_writes_the_store(tmp_path, toy):
@@ -192,7 +243,7 @@ def test_merge_waits_while_another_process_writes_the_store(tmp_path, toy):
     with Store.read(tmp_path) as s:
         pred = s.file["train/pred_log_m500c"][...]
         np.testing.assert_array_equal(pred[folds == 1], res.pred)
-        assert np.isnan(pred[folds != 1]).all() and s.file["train/epoch_chosen"][1] == 2
+        assert np.isnan(pred[folds != 1]).all() and s.file["train/epoch_chosen"][1] == res.epoch_chosen
         np.testing.assert_allclose(s.file["train/history_loss"][1], res.history["loss"], rtol=1e-6)
     assert retry_busy(lambda: 42) == 42
 
@@ -236,7 +287,9 @@ def test_all_folds_predict_every_view_of_every_cluster_once(trained):
         folds = s.file["dataset/fold"][...]
         pred = g["pred_log_m500c"][...]
         assert pred.shape == (10, 24) and np.isfinite(pred).all() and g.attrs["unit"] == "fold"
-        assert list(g["epoch_chosen"][...]) == [2, 2, 2] and list(g["criteria_met"][...]) == [0, 0, 0]
+        # Two epochs, criteria never met: the plateau rule keeps each fold's lower validation loss.
+        assert list(g["epochs_trained"][...]) == [2, 2, 2] and list(g["criteria_met"][...]) == [0, 0, 0]
+        np.testing.assert_array_equal(g["epoch_chosen"][...], np.nanargmin(g["history_val_loss"][...], axis=1) + 1)
         assert list(g["ranks"][...]) == [1, 1, 1] and g.attrs["params_hash"] == params.stage_hash("train")
         assert np.isfinite(g["history_loss"][:, :2]).all()
     tested = []
@@ -247,7 +300,6 @@ def test_all_folds_predict_every_view_of_every_cluster_once(trained):
         tested.extend(res["test_clusters"])
         # The stored predictions are the kept model's, view by view.
         model = load_fold_model(work, k)
-        from hpcmass.images import make_views
         np.testing.assert_allclose(predict_log_m500c(model, make_views(images[folds == k])), pred[folds == k],
                                    rtol=1e-5)
     assert sorted(tested) == list(range(10))  # each cluster in exactly one test fold: 24 predictions each

@@ -49,6 +49,7 @@ def build_tiny_run(workdir, params, epochs: int = 3) -> None:
     import tf_keras
 
     from hpcmass.train.model import build_model, model_path, predict_log_m500c, save_model_atomic
+    from hpcmass.train.stopping import decide, evaluate_params
 
     n, pixels = params.catalog.n_clusters, params.observe.image_pixels
     images, log_m = toy_images(n, pixels, seed=params.run.seed % 1000)
@@ -62,20 +63,36 @@ def build_tiny_run(workdir, params, epochs: int = 3) -> None:
                                        instrument=json.dumps({"bkgnd": [files["bkgnd"], 1.0]})))
     views = make_views(images).astype(np.float32)  # (n, 24, P, P)
     pred = np.full((n, N_VIEWS), np.nan, dtype=np.float32)
-    k_folds = params.dataset.n_folds
+    k_folds, tp = params.dataset.n_folds, params.train
+    history = {key: np.full((k_folds, epochs), np.nan) for key in ("loss", "val_loss", "val_met")}
+    kept = np.zeros(k_folds, dtype=int)
     for k in range(k_folds):
-        train, _, test = split(folds, k, k_folds)
+        train, val, test = split(folds, k, k_folds)
         tf_keras.utils.set_random_seed(params.run.seed + k)
         model = build_model(pixels, params.dataset.scaling, seed=k)
         model.layers[-1].bias.assign([float(np.mean(log_m[train]))])
-        model.compile(optimizer=tf_keras.optimizers.Adam(params.train.learning_rate), loss="mse")
-        model.fit(views[train].reshape(-1, pixels, pixels), np.repeat(log_m[train], N_VIEWS), epochs=epochs,
-                  batch_size=32, verbose=0, shuffle=True)
+        model.compile(optimizer=tf_keras.optimizers.Adam(tp.learning_rate), loss="mse")
+        for e in range(epochs):  # the train stage's record and stopping rule, without its checkpoints
+            fit = model.fit(views[train].reshape(-1, pixels, pixels), np.repeat(log_m[train], N_VIEWS), epochs=1,
+                            batch_size=32, verbose=0, shuffle=True)
+            val_pred = predict_log_m500c(model, views[val]).ravel()
+            val_true = np.repeat(log_m[val], N_VIEWS)
+            history["loss"][k, e] = fit.history["loss"][0]
+            history["val_loss"][k, e] = np.mean((val_pred - val_true) ** 2)
+            history["val_met"][k, e] = evaluate_params(val_pred, val_true, tp).met
+            d = decide(history["val_loss"][k, :e + 1], history["val_met"][k, :e + 1], tp.stopping, tp.patience,
+                       epochs)
+            if d.kept == e + 1:
+                kept[k], weights = d.kept, model.get_weights()
+        model.set_weights(weights)
         save_model_atomic(model, model_path(workdir, k))
         pred[test] = predict_log_m500c(model, views[test])
     with Store.open_stage(workdir, params, "train", world(), n_units=k_folds, unit="fold") as st:
         st.require("pred_log_m500c", clusters=n, views=N_VIEWS)[...] = pred
-        st.require("epoch_chosen")[...] = epochs
-        st.require("criteria_met")[...] = 0
+        st.require("epoch_chosen")[...] = kept
+        st.require("epochs_trained")[...] = epochs
+        st.require("criteria_met")[...] = [history["val_met"][k, kept[k] - 1] for k in range(k_folds)]
+        for key, values in history.items():
+            st.require(f"history_{key}", epochs=epochs)[...] = values
         for k in range(k_folds):
             st.mark_done(k)

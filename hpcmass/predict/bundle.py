@@ -56,7 +56,8 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
         report_done = s.is_complete("report")
     cat = {"cluster_id": catalog.cluster_id, "log_m500c": catalog.log_m500c}
     pred, pixels, obs, train = trained.pred_log_m500c, observations.pixels, observations.attrs, trained.attrs
-    fit = {"epoch_chosen": trained.epoch_chosen.tolist(), "criteria_met": trained.criteria_met.tolist()}
+    fit = {"epoch_chosen": trained.epoch_chosen.tolist(), "epochs_trained": trained.epochs_trained.tolist(),
+           "criteria_met": trained.criteria_met.tolist()}
     with atomic_path(out, suffix=".partial") as tmp:
         tmp.mkdir()
         (tmp / "params.yaml").write_text(train["params_yaml"])
@@ -97,7 +98,7 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
                                                         "leave-one-fold-out (hpcmass/predict/calibration.py)"},
             "training_set": {"n_clusters": int(cat["log_m500c"].size), "n_folds": n_folds,
                              "log_m500c_range": [float(cat["log_m500c"].min()), float(cat["log_m500c"].max())],
-                             "epoch_chosen": fit["epoch_chosen"], "criteria_met": fit["criteria_met"]},
+                             "stopping": params.train.stopping, **fit},
             "provenance": {
                 "exported_utc": utc_now(), "exported_from": str(workdir.resolve()),
                 "hpcmass_version": __version__, "git_commit": git_commit(), "versions": package_versions(),

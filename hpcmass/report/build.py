@@ -24,6 +24,7 @@ from ..store.readers import (
     load_predictions,
     stage_attrs,
 )
+from ..train.stopping import decide
 from . import figures
 from .lx import (
     annulus_counts,
@@ -88,7 +89,8 @@ def read_run(store, params) -> RunData:
         interpret=interp.data,
         interpret_attrs=interp.attrs,
         map_view=interp.map_view,
-        train={"epoch_chosen": pred.epoch_chosen, "criteria_met": pred.criteria_met},
+        train={"epoch_chosen": pred.epoch_chosen, "epochs_trained": pred.epochs_trained,
+               "criteria_met": pred.criteria_met, "history": pred.history},
         provenance={s: stage_attrs(store, s) for s in _STAGES},
         gas_lx={label: np.where(v > 0, v, np.nan) for label, k in GAS_LX.items() if k in cat.columns
                 for v in [cat.columns[k]] if np.any(v > 0)},
@@ -213,9 +215,30 @@ def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, pa
                                     data.interpret["profile_p84"], prof[sample, data.map_view], prof[outlier, data.map_view],
                                     out / "fig6_radial_profile.png",
                                     outlier_label=f"cluster {data.cluster_id[outlier]} (Fig. 5, right)").name
+    curves = [figures.FoldCurves(f["fold"], *(data.train["history"][k][f["fold"], :f["epochs_trained"]]
+                                              for k in ("loss", "val_loss", "val_met")),
+                                 {f"{params.train.stopping} rule": f["epoch_kept"]})
+              for f in training_summary(data, params)["folds"]]
+    files["fig_training"] = figures.learning_curves(curves, out / "fig_training.png").name
     files["_examples"] = {"typical": int(data.cluster_id[typical]), "outlier": int(data.cluster_id[outlier]),
                           "outlier_flagged": flagged}
     return files
+
+
+def training_summary(data: RunData, params) -> dict:
+    """How each fold's training ended: the rule, the epoch kept and why (the rule replayed on the
+    stored history), and the kept epoch's validation loss against the fold's lowest."""
+    tp, t = params.train, data.train
+    folds = []
+    for k in range(data.n_folds):
+        n = int(t["epochs_trained"][k])
+        val_loss, val_met = t["history"]["val_loss"][k, :n], t["history"]["val_met"][k, :n]
+        kept = int(t["epoch_chosen"][k])
+        folds.append({"fold": k, "epochs_trained": n, "epoch_kept": kept, "criteria_met": bool(t["criteria_met"][k]),
+                      "val_loss_kept_over_best": float(val_loss[kept - 1] / np.min(val_loss)),
+                      "reason": decide(val_loss, val_met, tp.stopping, tp.patience, tp.max_epochs).reason})
+    return {"stopping": tp.stopping, "patience": tp.patience, "max_epochs": tp.max_epochs,
+            "output_bias": tp.output_bias, "folds": folds}
 
 
 def interpretation_summary(data: RunData, params) -> dict:
@@ -288,6 +311,7 @@ def build_report(data: RunData, params, out: Path, provenance_self: dict,
                      "median_covered": float(np.median(lx.covered[..., 0])),
                      "fraction_extrapolated": float(np.mean(lx.extrapolated[..., 0] != 0)),
                      "slopes": {str(k): v for k, v in lx.slopes.items()}},
+        "training": training_summary(data, params),
         "interpretation": interpretation_summary(data, params),
         "examples": files.pop("_examples"),
         "figures": files,

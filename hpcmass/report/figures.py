@@ -208,3 +208,45 @@ def figure6(edges: np.ndarray, median: np.ndarray, p16: np.ndarray, p84: np.ndar
     ax.set_ylabel(r"$\Delta N / N$")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class FoldCurves:
+    """One fold's per-epoch record (NaN-free, length = epochs trained) and the epochs kept by rules."""
+
+    fold: int
+    loss: np.ndarray
+    val_loss: np.ndarray
+    val_met: np.ndarray
+    kept: dict[str, int]  # rule label -> 1-based epoch
+    #: per-epoch test σ² [dex²] (studies only; the train stage never looks at the test fold)
+    test_sigma2: np.ndarray | None = None
+
+
+def learning_curves(curves: Sequence[FoldCurves], path: Path, title: str = "") -> Path:
+    """Training and validation loss of every fold against epoch, the epochs meeting the paper's
+    criteria marked, and a line at the epoch each stopping rule kept."""
+    columns = min(len(curves), 2)
+    rows = -(-len(curves) // columns)
+    fig = Figure(figsize=(5.2 * columns, 2.5 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, squeeze=False)).ravel()
+    for ax in axes[len(curves):]:
+        ax.set_visible(False)
+    for ax, c in zip(axes, curves):
+        epochs = np.arange(1, c.loss.size + 1)
+        ax.semilogy(epochs, c.loss, color="0.55", lw=1, label="training loss")
+        ax.semilogy(epochs, c.val_loss, color="tab:blue", lw=1.4, label="validation loss")
+        met = c.val_met > 0
+        ax.plot(epochs[met], c.val_loss[met], "o", ms=2.5, color="tab:blue", label="paper's criteria met")
+        if c.test_sigma2 is not None:
+            ax.semilogy(epochs, c.test_sigma2, color="tab:red", ls=":", lw=1.2, label="test σ² (study only)")
+        for (label, epoch), colour in zip(c.kept.items(), ("tab:orange", "tab:green", "tab:purple", "tab:brown")):
+            ax.axvline(epoch, color=colour, lw=1, ls="--", label=f"kept: {label}")
+        ax.set_title(f"fold {c.fold}", fontsize=9)
+        ax.set_ylabel("MSE [dex²]")
+    for ax in axes[-columns:]:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=6.5)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

@@ -69,16 +69,31 @@ def _headline(s: dict, params) -> str:
     return _table(["quantity", "paper", "this run"], rows)
 
 
-def _folds(s: dict, data) -> str:
+def _folds(s: dict) -> str:
     cnn = s["cnn"]["per_fold"]
     rows = []
     for k in sorted(cnn, key=int):
         lx = s["lx_image"]["0"]["per_fold"].get(k) or s["lx_image"]["0"]["per_fold"].get(int(k))
+        t = s["training"]["folds"][int(k)]
         rows.append([str(k), str(cnn[k]["n_clusters"]), _fit(cnn[k]), _fit(cnn[k], "mu"),
-                     str(int(data.train["epoch_chosen"][int(k)])), "yes" if data.train["criteria_met"][int(k)] else "no",
-                     _fit(lx) if lx else "—"])
-    return _table(["fold", "test clusters", "CNN σ [dex]", "CNN μ [dex]", "epoch kept", "stopping criteria met",
-                   "L<sub>X</sub> σ (exact aperture)"], rows)
+                     f"{t['epoch_kept']} of {t['epochs_trained']}", "yes" if t["criteria_met"] else "no",
+                     f"{t['val_loss_kept_over_best']:.2f}", escape(t["reason"]), _fit(lx) if lx else "—"])
+    return _table(["fold", "test clusters", "CNN σ [dex]", "CNN μ [dex]", "epoch kept", "paper's criteria met",
+                   "val. loss kept / lowest", "why it stopped", "L<sub>X</sub> σ (exact aperture)"], rows)
+
+
+def _training(t: dict) -> str:
+    if t["stopping"] == "paper":
+        rule = ("the paper’s: each fold stopped at the first epoch whose validation fold met its criteria "
+                f"(max|δ| &lt; 0.3, |median δ| &lt; 0.02, slope &gt; 0.9), else at epoch {t['max_epochs']}")
+    else:
+        rule = ("plateau: the paper’s criteria on the validation fold (max|δ| &lt; 0.3, |median δ| &lt; 0.02, "
+                "slope &gt; 0.9) are necessary; each fold kept the epoch of lowest validation loss among those "
+                f"meeting them and stopped {t['patience']} epochs after it without a lower one (or at epoch "
+                f"{t['max_epochs']}). The paper’s rule (<code>train.stopping: paper</code>) stops our folds at "
+                "epoch 2–5, before the validation loss settles (README)")
+    return (f"<p>Stopping rule ({escape(t['stopping'])}): {rule}. The output bias started at "
+            f"{'the training mean of log M' if t['output_bias'] == 'mean' else '0'}.</p>")
 
 
 def _aperture_effect(s: dict) -> str:
@@ -149,7 +164,10 @@ core-excised L<sub>X</sub>.</p>
          'fold (pink) and its fit (purple dashed); red band: Gaussians of the core-excised L<sub>X</sub> '
          'baseline of this run between its aperture-error levels.')}
 <h2>Per fold</h2>
-{_folds(s, data)}
+{_training(s['training'])}
+{_folds(s)}
+{_figure(figs['fig_training'], 'Training (grey) and validation (blue) loss of every fold; dots: epochs meeting '
+         'the paper’s criteria; dashed line: the epoch whose model was kept.')}
 <h2>Core-excised L<sub>X</sub> baseline</h2>
 <p>L<sub>X</sub> from {lx_source}. Aperture {rp.lx_inner_r500c:g}–{rp.lx_outer_r500c:g} R<sub>500c</sub>
 about the image centre, measured on each of the three projections; the outer radius is perturbed by a

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..errors import HpcmassError, StageError
-from ..mpi import get_logger, stage_comm, wait_all
+from ..mpi import get_logger, on_root, stage_comm, wait_all
 from ..store import Store, stage_dir
 from ..store.readers import image_shape
 
@@ -33,7 +33,9 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
         for stage in _NEEDS:
             s.require_complete(stage, params.file)
         n, n_axes = image_shape(s)[:2]
-        data = read_run(s, params) if rank == 0 else None
+        read = {}  # rank 0 alone reads the run; an error in it stops every rank, none waits for it
+        on_root(comm, lambda: read.update(data=read_run(s, params)))
+        data = read.get("data")
     out = stage_dir(workdir, "report")
     with Store.open_stage(workdir, params, "report", comm, n_units=1, unit="report",
                           restart_from=restart_from, log=log) as st:

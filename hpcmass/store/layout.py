@@ -51,10 +51,12 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
     },
     "train": {  # unit: fold
         "pred_log_m500c": (("clusters", "views"), "f4", "test-fold prediction for every view of every cluster"),
-        "epoch_chosen": (("n",), "i4", "epoch whose model was kept"),
-        "criteria_met": (("n",), "i1", "1 if the validation stopping criteria were met"),
+        "epoch_chosen": (("n",), "i4", "epoch whose model was kept (train.stopping)"),
+        "epochs_trained": (("n",), "i4", "epochs trained before the stopping rule (train.stopping) ended the fold"),
+        "criteria_met": (("n",), "i1", "1 if the paper's validation criteria held at the kept epoch"),
         # Per-epoch records of each fold (NaN after its last epoch); "val_*" are the stopping criteria.
         "history_loss": (("n", "epochs"), "f4", "training loss (MSE of log10 M500c, mean over ranks)"),
+        "history_val_loss": (("n", "epochs"), "f4", "validation loss (MSE of log10 M500c over every validation view)"),
         "history_val_max_abs_delta": (("n", "epochs"), "f4", "validation max |delta|"),
         "history_val_median_delta": (("n", "epochs"), "f4", "validation median delta"),
         "history_val_slope": (("n", "epochs"), "f4", "validation slope of predicted vs true log10 M500c"),

@@ -158,15 +158,21 @@ class Predictions:
     """The train stage's test-fold predictions and how each fold ended."""
 
     pred_log_m500c: np.ndarray  # (clusters, views) float64
-    epoch_chosen: np.ndarray  # per fold
-    criteria_met: np.ndarray  # per fold
+    epoch_chosen: np.ndarray  # per fold: the epoch whose model was kept
+    epochs_trained: np.ndarray  # per fold
+    criteria_met: np.ndarray  # per fold: the paper's criteria at the kept epoch
+    #: per-epoch records (folds, epochs), NaN after a fold's last epoch: "loss", "val_loss", "val_met"
+    history: dict[str, np.ndarray]
     attrs: dict = field(repr=False)
 
 
 def load_predictions(store: Store) -> Predictions:
-    d = _datasets(store, "train", ["pred_log_m500c", "epoch_chosen", "criteria_met"])
+    history = ["history_loss", "history_val_loss", "history_val_met"]
+    d = _datasets(store, "train", ["pred_log_m500c", "epoch_chosen", "epochs_trained", "criteria_met", *history])
     return Predictions(pred_log_m500c=d["pred_log_m500c"].astype(np.float64), epoch_chosen=d["epoch_chosen"],
-                       criteria_met=d["criteria_met"], attrs=stage_attrs(store, "train"))
+                       epochs_trained=d["epochs_trained"], criteria_met=d["criteria_met"],
+                       history={n.removeprefix("history_"): d[n].astype(np.float64) for n in history},
+                       attrs=stage_attrs(store, "train"))
 
 
 @dataclass(frozen=True)

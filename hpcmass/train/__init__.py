@@ -2,7 +2,7 @@
 
 - :mod:`.model`: the CNN (raw counts in, log10 M500c out), ``load_fold_model``, ``predict_log_m500c``;
 - :mod:`.fold`: ``train_fold``, the one training loop (single process or Horovod group);
-- :mod:`.stopping`: the paper's stopping rule; :mod:`.checkpoint`: per-epoch atomic checkpoints;
+- :mod:`.stopping`: the stopping rules (the paper's, plateau); :mod:`.checkpoint`: per-epoch atomic checkpoints;
 - :mod:`.distributed`: Horovod inside a fold; :mod:`.results`: fold results and the store;
 - :mod:`.pipeline`: the views made on the fly by tf.data; :mod:`.scaling`: the input scaling (first layer);
 - :mod:`.files`: where a fold's files live;

@@ -1,7 +1,9 @@
 """Per-epoch checkpoints of one fold: ``<workdir>/train/fold_KK/checkpoints/epoch_EEEE.h5``.
 
 Each holds the model's weights, the optimizer's variables (Adam's step count and moments), the
-epoch, the params hash of the train stage, the per-epoch history and the random-stream keys.
+weights of the epoch the stopping rule would keep so far (``kept``: a later epoch's checkpoint must
+still hold them), the epoch, the params hash of the train stage, the per-epoch history and the
+random-stream keys.
 Randomness is re-derived at the start of every epoch from (run.seed, fold, epoch[, rank]) —
 the data order and the dropout generators — so these keys *are* the RNG state at an epoch
 boundary, and a resumed fold repeats the uninterrupted one exactly (bit for bit with
@@ -30,7 +32,7 @@ from ..store import utc_now
 _NAME = re.compile(r"^epoch_(\d{4,})\.h5$")
 KEEP = 2
 #: Per-epoch records kept in checkpoints, fold results and the store.
-HISTORY_KEYS = ("loss", "val_max_abs_delta", "val_median_delta", "val_slope", "val_met", "seconds")
+HISTORY_KEYS = ("loss", "val_loss", "val_max_abs_delta", "val_median_delta", "val_slope", "val_met", "seconds")
 
 
 @dataclass
@@ -41,6 +43,8 @@ class State:
     weights: list[np.ndarray]
     optimizer: list[np.ndarray]
     history: dict[str, list[float]] = field(default_factory=dict)
+    #: weights of the epoch the stopping rule keeps so far (empty before the first epoch)
+    kept: list[np.ndarray] = field(default_factory=list)
 
 
 def _existing(directory: Path) -> list[tuple[int, Path]]:
@@ -56,7 +60,7 @@ def save(directory: Path, state: State, *, params_hash: str, fold: int, rng_keys
     with atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(epoch=state.epoch, fold=fold, params_hash=params_hash, created_utc=utc_now(),
                        rng_keys=json.dumps(rng_keys, sort_keys=True))
-        for group, arrays in (("weights", state.weights), ("optimizer", state.optimizer)):
+        for group, arrays in (("weights", state.weights), ("optimizer", state.optimizer), ("kept", state.kept)):
             g = f.create_group(group)
             for i, a in enumerate(arrays):
                 g.create_dataset(f"{i:04d}", data=a)
@@ -86,6 +90,7 @@ def load_latest(directory: Path, *, params_hash: str, fold: int, log=None) -> St
                     weights=[f["weights"][k][()] for k in sorted(f["weights"])],
                     optimizer=[f["optimizer"][k][()] for k in sorted(f["optimizer"])],
                     history={k: f["history"][k][()].tolist() for k in HISTORY_KEYS},
+                    kept=[f["kept"][k][()] for k in sorted(f["kept"])],
                 )
         except (OSError, KeyError) as e:
             # Cannot happen through save() (atomic rename); a damaged copy: fall back to the one before.

@@ -1,12 +1,13 @@
-"""Training one cross-validation fold: the paper's CNN, its stopping rule, checkpoints, predictions.
+"""Training one cross-validation fold: the paper's CNN, a stopping rule, checkpoints, predictions.
 
 :func:`train_fold` is the one training code path, for a single process and for a Horovod group
 (:class:`~hpcmass.train.distributed.Group`): each epoch it re-derives the random streams from
 (run.seed, fold, epoch), trains on this rank's share of a shuffled epoch of training views,
-gathers the validation predictions of all ranks, evaluates the stopping rule (every rank gets
-the same answer), and rank 0 checkpoints. A fold that diverges (non-finite loss or weights)
-stops at once with a message; its last good checkpoint stays. At the end rank 0 keeps the model
-and predicts every view of the test fold.
+gathers the validation predictions of all ranks, records the validation loss and the paper's
+criteria, asks the stopping rule (:mod:`.stopping`; every rank gets the same answer) whether to
+stop and which epoch to keep, and rank 0 checkpoints. A fold that diverges (non-finite loss or
+weights) stops at once with a message; its last good checkpoint stays. At the end every rank
+takes the kept epoch's weights and rank 0 saves that model and predicts every view of the test fold.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .files import checkpoint_dir, model_path
 from .model import build_model, predict_log_m500c, save_model_atomic
 from .pipeline import ViewSource, epoch_order, view_ids
 from .results import FoldResult
-from .stopping import evaluate_params
+from .stopping import decide, evaluate_params
 
 
 def _seed_dropout(model, seed: int, fold: int, epoch: int, rank: int) -> None:
@@ -50,13 +51,14 @@ def _finite(loss: float, model) -> bool:
 
 
 def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.ndarray, params: Params,
-               workdir, group: Group = Group(), log=None, stop=lambda: None) -> FoldResult:
+               workdir, group: Group = Group(), log=None, stop=lambda: None, on_epoch=None) -> FoldResult:
     """Train fold ``fold`` (resuming from its last checkpoint) and predict its test clusters.
 
     ``images``: ``(n_clusters, n_axes, P, P)`` counts; ``log_m500c``: targets; ``folds``: each
     cluster's fold. Every rank of ``group`` calls this with the same arguments. ``stop()``
     returning a reason (e.g. a signal name) on any rank ends training after the epoch in hand
-    (status "stopped"; the checkpoint resumes it).
+    (status "stopped"; the checkpoint resumes it). ``on_epoch(epoch, model)``, if given, is called
+    on every rank after each epoch's record (studies of training; never part of the decision).
     """
     tp, seed = params.train, params.run.seed
     n_folds = params.dataset.n_folds
@@ -80,32 +82,39 @@ def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.n
     model = build_model(pixels, params.dataset.scaling, seed=int_seed(seed, "train", fold, "dropout"))
     lr = group.learning_rate(tp.learning_rate, tp.horovod_lr_scaling)
     optimizer = compile_model(model, group, lr)
-    # The target is log10 M itself (as in the paper), ~14: start the output at the training mean rather
-    # than at 0, so the first epochs learn the mass dependence instead of the offset.
-    model.get_layer("log_m500c").bias.assign([float(np.mean(log_m500c[train_c]))])
+    # The target is log10 M itself (as in the paper), ~14: by default start the output at the training
+    # mean rather than at 0, so the first epochs learn the mass dependence instead of the offset.
+    if tp.output_bias == "mean":
+        model.get_layer("log_m500c").bias.assign([float(np.mean(log_m500c[train_c]))])
 
     state = checkpoint.load_latest(ck_dir, params_hash=params_hash, fold=fold, log=log)
     history: dict[str, list[float]] = {k: [] for k in checkpoint.HISTORY_KEYS}
-    start = 0
+    start, kept_weights = 0, []
     if state is not None:
         model.set_weights(state.weights)
         for var, value in zip(optimizer.variables, state.optimizer, strict=True):
             var.assign(value)
-        history, start = state.history, state.epoch
+        history, start, kept_weights = state.history, state.epoch, state.kept
         if log:
             log.info("fold %d: resuming after epoch %d from %s", fold, start, ck_dir)
     group.broadcast(model.variables + optimizer.variables)
 
-    def result(status, message, epoch, met):
+    def result(status, message, kept, met):
         pred = None
-        if group.writes and status == "done":
-            save_model_atomic(_inference_copy(model, pixels, params.dataset.scaling), model_path(workdir, fold))
-            pred = predict_log_m500c(model, source.views(test_c)).reshape(test_c.size, source.n_views)
-        return FoldResult(fold, status, message, test_c, pred, epoch, met, history, group.size, lr)
+        if status == "done":
+            model.set_weights(kept_weights)
+            if group.writes:
+                save_model_atomic(_inference_copy(model, pixels, params.dataset.scaling), model_path(workdir, fold))
+                pred = predict_log_m500c(model, source.views(test_c)).reshape(test_c.size, source.n_views)
+        return FoldResult(fold, status, message, test_c, pred, kept, met, history, group.size, lr,
+                          len(history["loss"]))
 
-    met = bool(history["val_met"] and history["val_met"][-1])
+    def decision():
+        return decide(history["val_loss"], history["val_met"], tp.stopping, tp.patience, tp.max_epochs)
+
+    now = decision()
     epoch = start
-    while not met and epoch < tp.max_epochs:
+    while not now.stop and epoch < tp.max_epochs:
         epoch += 1
         t0 = time.monotonic()
         _seed_dropout(model, seed, fold, epoch, group.rank)
@@ -121,25 +130,31 @@ def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.n
                 log.error(message)
             return result("failed", message, epoch - 1, False)
         part = predict_log_m500c(model, val_x[group.rank::group.size])
-        crit = evaluate_params(group.gather_rows(part, len(val_x)), val_true, tp)
-        met = crit.met
+        val_pred = group.gather_rows(part, len(val_x))
+        crit = evaluate_params(val_pred, val_true, tp)
+        val_loss = float(np.mean((val_pred.astype(np.float64) - val_true) ** 2))
         seconds = time.monotonic() - t0
-        for key, value in zip(checkpoint.HISTORY_KEYS, (loss, crit.max_abs_delta, crit.median_delta, crit.slope,
-                                                        float(met), seconds)):
+        for key, value in zip(checkpoint.HISTORY_KEYS, (loss, val_loss, crit.max_abs_delta, crit.median_delta,
+                                                        crit.slope, float(crit.met), seconds)):
             history[key].append(value)
+        now = decision()
+        if now.kept == epoch:
+            kept_weights = model.get_weights()
         if group.writes:
             checkpoint.save(ck_dir, checkpoint.State(epoch, model.get_weights(),
-                                                     [v.numpy() for v in optimizer.variables], history),
+                                                     [v.numpy() for v in optimizer.variables], history, kept_weights),
                             params_hash=params_hash, fold=fold, rng_keys=rng_keys)
         if log:
-            log.info("fold %d epoch %d/%d: loss %.5f  val %s  %.1fs", fold, epoch, tp.max_epochs, loss,
-                     crit.describe(), seconds)
+            log.info("fold %d epoch %d/%d: loss %.5f  val loss %.5f  %s  %.1fs", fold, epoch, tp.max_epochs, loss,
+                     val_loss, crit.describe(), seconds)
+        if on_epoch is not None:
+            on_epoch(epoch, model)
         asked = [r for r in group.allgather(stop()) if r]  # every rank must agree to stop
-        if asked and not met and epoch < tp.max_epochs:
+        if asked and not now.stop:
             return result("stopped", f"fold {fold}: stopped after epoch {epoch} on {asked[0]}; its checkpoint "
-                                     f"resumes it", epoch, False)
-    how = "stopping criteria met" if met else "criteria not met: model of the last epoch kept"
-    return result("done", f"fold {fold}: epoch {epoch} ({how})", epoch, met)
+                                     f"resumes it", now.kept, False)
+    return result("done", f"fold {fold}: model of epoch {now.kept} of {epoch} kept ({tp.stopping} rule: "
+                          f"{now.reason})", now.kept, now.met)
 
 
 def _inference_copy(model, pixels: int, scaling: str):

@@ -47,11 +47,12 @@ class FoldResult:
     test_clusters: np.ndarray
     #: (n_test, n_views) predicted log10 M500c of every view of every test cluster (rank 0 only).
     pred: np.ndarray | None
-    epoch_chosen: int
-    criteria_met: bool
+    epoch_chosen: int  # the epoch whose model was kept
+    criteria_met: bool  # the paper's criteria held at that epoch
     history: dict[str, list[float]] = field(default_factory=dict)
     ranks: int = 1
     learning_rate: float = 0.0
+    epochs_trained: int = 0
 
 
 def write_result(workdir, result: FoldResult, params_hash: str) -> Path:
@@ -60,6 +61,7 @@ def write_result(workdir, result: FoldResult, params_hash: str) -> Path:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(fold=result.fold, status=result.status, message=result.message, params_hash=params_hash,
                        epoch_chosen=result.epoch_chosen, criteria_met=int(result.criteria_met), ranks=result.ranks,
+                       epochs_trained=result.epochs_trained,
                        learning_rate=result.learning_rate, created_utc=utc_now())
         f["test_clusters"] = np.asarray(result.test_clusters, dtype=np.int64)
         if result.pred is not None:
@@ -113,7 +115,8 @@ def open_train(workdir, params: Params, comm, *, restart_from: str | None = None
 
 
 def _datasets(writer, n_clusters: int, n_views: int, max_epochs: int) -> dict:
-    ds = {name: writer.require(name) for name in ("epoch_chosen", "criteria_met", "ranks", "learning_rate")}
+    ds = {name: writer.require(name) for name in ("epoch_chosen", "epochs_trained", "criteria_met", "ranks",
+                                                   "learning_rate")}
     ds["pred_log_m500c"] = writer.require("pred_log_m500c", clusters=n_clusters, views=n_views, fillvalue=np.nan)
     for key in HISTORY_KEYS:
         ds[f"history_{key}"] = writer.require(f"history_{key}", epochs=max_epochs, fillvalue=np.nan)
@@ -158,6 +161,7 @@ def merge(workdir, params: Params, comm, *, n_clusters: int, n_views: int, log,
                 ds[f"history_{key}"][fold] = row
             ds["epoch_chosen"][fold] = res["epoch_chosen"]
             ds["criteria_met"][fold] = res["criteria_met"]
+            ds["epochs_trained"][fold] = res["epochs_trained"]
             ds["ranks"][fold] = res["ranks"]
             ds["learning_rate"][fold] = res["learning_rate"]
             if res["status"] == "done":

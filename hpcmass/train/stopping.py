@@ -1,20 +1,34 @@
-"""The paper's stopping rule (Sect. 2.2), evaluated on the validation fold after every epoch.
+"""When a fold stops, and which of its epochs' models it keeps.
 
-δ = log M_pred − log M_true over every validation view. Training has converged when
-max|δ| < 0.3, |median δ| < 0.02 and the slope of the best-fit line through (true, predicted)
-exceeds 0.9; otherwise the model at the last epoch (400) is kept.
+The paper's criteria (Sect. 2.2), evaluated on the validation fold after every epoch:
+δ = log M_pred − log M_true over every validation view; max|δ| < 0.3, |median δ| < 0.02 and the
+slope of the best-fit line through (true, predicted) > 0.9.
 
 The slope is that of the least-squares line of predicted against true log M — the line through
 the paper's Fig. 3, which plots predictions (vertical streams of a cluster's 24 views) against
 the true mass. Regression towards the mean, which the paper reports, makes it < 1; the criterion
 asks that this be mild. It is undefined (NaN: not met) when the validation fold holds a single mass.
+
+Two rules (``train.stopping``) turn a fold's per-epoch record into a decision (:func:`decide`, a
+pure function of the history, so a resumed fold decides exactly as an uninterrupted one):
+
+- ``paper``: stop at the first epoch that meets the criteria and keep it; otherwise keep the
+  model of ``train.max_epochs``. With our output bias started at the training mean and log1p
+  counts, the criteria hold after 2–5 epochs, long before the validation loss stops falling.
+- ``plateau`` (default): the criteria are necessary, not sufficient. Keep the epoch of lowest
+  validation loss among those that meet them; stop once ``train.patience`` epochs have passed
+  without a lower one (or at ``train.max_epochs``). If no epoch meets them, keep the epoch of
+  lowest validation loss and say the criteria were never met.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+RULES = ("plateau", "paper")
 
 
 @dataclass(frozen=True)
@@ -50,3 +64,46 @@ def evaluate_params(pred, true, train_params) -> Criteria:
     """:func:`evaluate` with the thresholds of a ``TrainParams`` section."""
     return evaluate(pred, true, train_params.stop_max_abs_delta, train_params.stop_max_abs_median,
                     train_params.stop_min_slope)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """After the last epoch of a history: stop now?, and the epoch whose model is kept if so."""
+
+    stop: bool
+    #: 1-based epoch whose model is kept (were training to end now); 0 before the first epoch.
+    kept: int
+    #: the criteria held at the kept epoch
+    met: bool
+    #: why the fold stopped, or what it waits for
+    reason: str
+
+
+def decide(val_loss: Sequence[float], val_met: Sequence[float], rule: str, patience: int,
+           max_epochs: int) -> Decision:
+    """The decision of ``rule`` after ``len(val_loss)`` epochs with these validation records."""
+    if rule not in RULES:
+        raise ValueError(f"unknown stopping rule {rule!r}; expected one of {', '.join(RULES)}")
+    loss = np.asarray(val_loss, dtype=float)
+    met = np.asarray(val_met, dtype=float) > 0
+    epoch = loss.size
+    if epoch == 0:
+        return Decision(False, 0, False, "no epoch yet")
+    at_max = epoch >= max_epochs
+    if rule == "paper":
+        if met.any():
+            first = int(np.argmax(met)) + 1
+            return Decision(True, first, True, f"the paper's criteria first met in epoch {first}")
+        return Decision(at_max, epoch, False, "max_epochs reached, criteria never met" if at_max else
+                        "criteria not met yet")
+    if met.any():
+        best = int(np.nanargmin(np.where(met, loss, np.inf))) + 1  # NaN loss never counts as best
+        if epoch - best >= patience:
+            return Decision(True, best, True, f"criteria met; no lower validation loss in the {patience} epochs "
+                                              f"after epoch {best}")
+        return Decision(at_max, best, True, "max_epochs reached before the validation loss settled" if at_max else
+                        f"waiting for {patience - (epoch - best)} more epoch(s) without a lower validation loss")
+    finite = np.where(np.isfinite(loss), loss, np.inf)
+    best = int(np.argmin(finite)) + 1
+    return Decision(at_max, best, False, "max_epochs reached, criteria never met: the lowest validation loss kept"
+                    if at_max else "criteria not met yet")
