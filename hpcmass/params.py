@@ -157,10 +157,10 @@ class TrainParams(Section):
     stop_max_abs_median: PosFloat = 0.02
     stop_min_slope: PosFloat = 0.9
     #: "paper": stop at the first epoch meeting the criteria (else keep max_epochs' model). "plateau":
-    #: keep the lowest-validation-loss epoch among those meeting them, stop `patience` epochs after it
+    #: once they have held, stop `patience` epochs after the lowest validation loss and keep that epoch
     #: (hpcmass/train/stopping.py; the paper's rule stops our folds at epoch 2-5, issue 18).
     stopping: Literal["plateau", "paper"] = "plateau"
-    patience: Annotated[int, Field(ge=1, le=100_000)] = 10
+    patience: Annotated[int, Field(ge=1, le=100_000)] = 20
     #: Initial bias of the output unit: "mean" of the training fold's log M (~14) or "zero" (Keras's
     #: default, as the paper's set-up would have it).
     output_bias: Literal["mean", "zero"] = "mean"

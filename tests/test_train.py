@@ -120,15 +120,19 @@ def test_stopping_rules_replayed_on_known_histories():
     assert decide(val_loss[:1], met[:1], "paper", 1, 9) == Decision(False, 1, False, "criteria not met yet")
     d = decide(val_loss[:2], met[:2], "paper", 1, 9)
     assert d.stop and d.kept == 2 and d.met
-    # Plateau: the best *met* epoch is 4 (epoch 6 is lower but fails the criteria); with patience 3
-    # it stops after epoch 7, keeping 4; with patience 6, max_epochs comes first.
-    assert [decide(val_loss[:e], met[:e], "plateau", 3, 9).stop for e in range(1, 10)] == [False] * 6 + [True] * 3
-    d = decide(val_loss[:7], met[:7], "plateau", 3, 9)
-    assert d.kept == 4 and d.met and "no lower validation loss in the 3 epochs after epoch 4" in d.reason
+    # Plateau, patience 3: the lowest validation loss is kept, whether or not the criteria held there
+    # (epoch 6), and the fold stops 3 epochs after it.
+    assert [decide(val_loss[:e], met[:e], "plateau", 3, 9).stop for e in range(1, 10)] == [False] * 8 + [True]
+    d = decide(val_loss[:5], met[:5], "plateau", 3, 9)
+    assert d == Decision(False, 4, True, "waiting for 2 more epoch(s) without a lower validation loss")
+    d = decide(val_loss, met, "plateau", 3, 9)
+    assert d.kept == 6 and not d.met
+    assert d.reason == "criteria met (first in epoch 2); no lower validation loss in the 3 epochs after epoch 6"
     d = decide(val_loss, met, "plateau", 6, 9)
-    assert d.stop and d.kept == 4 and "max_epochs reached" in d.reason
-    assert not decide(val_loss[:8], met[:8], "plateau", 6, 9).stop
-    # Never met: run to max_epochs and keep the lowest validation loss (a NaN epoch never wins).
+    assert d.stop and d.kept == 6 and "max_epochs reached" in d.reason
+    # The criteria are necessary: without them no plateau stops the fold; at max_epochs the lowest
+    # validation loss is kept (a NaN epoch never wins).
+    assert not decide([0.3, 0.1, 0.2, 0.25, 0.3], [0] * 5, "plateau", 2, 10).stop
     d = decide([0.3, 0.1, float("nan"), 0.2], [0, 0, 0, 0], "plateau", 2, 4)
     assert d == Decision(True, 2, False, "max_epochs reached, criteria never met: the lowest validation loss kept")
     d = decide([0.3, 0.1, 0.2], [0, 0, 0], "paper", 2, 3)

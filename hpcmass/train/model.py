@@ -10,8 +10,8 @@ layers without parameters: :class:`ScaleCounts` (``dataset.scaling``) and a resh
 channel, so the model takes **raw counts** ``(batch, P, P)`` float32: predictions and input
 gradients (``tf.GradientTape`` on ``model(counts, training=False)``) are in counts.
 
-Files: ``<workdir>/train/fold_KK/model.keras`` is the model each fold kept (the stopping rule's
-epoch, or the last one); :func:`load_fold_model` reads it.
+Files: ``<workdir>/train/fold_KK/model.keras`` is the model of the epoch each fold's stopping rule
+kept (``train.stopping``); :func:`load_fold_model` reads it.
 """
 
 from __future__ import annotations
