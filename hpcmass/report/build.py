@@ -176,8 +176,10 @@ def _examples(data: RunData, log_m_order: np.ndarray) -> tuple[int, int]:
     return typical, outlier
 
 
-def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, params, out: Path) -> dict:
-    """The five figures; returns {key: file name}."""
+def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, training: dict, params,
+                 out: Path) -> dict:
+    """The paper's figures and the learning curves (``training``: :func:`training_summary`); returns
+    {key: file name}."""
     ip = params.interpret
     order = np.argsort(data.log_m, kind="stable")
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(params.report.figure1_clusters, len(order)))
@@ -217,8 +219,8 @@ def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, pa
                                     outlier_label=f"cluster {data.cluster_id[outlier]} (Fig. 5, right)").name
     curves = [figures.FoldCurves(f["fold"], *(data.train["history"][k][f["fold"], :f["epochs_trained"]]
                                               for k in ("loss", "val_loss", "val_met")),
-                                 {f"{params.train.stopping} rule": f["epoch_kept"]})
-              for f in training_summary(data, params)["folds"]]
+                                 {f"{training['stopping']} rule": f["epoch_kept"]})
+              for f in training["folds"]]
     files["fig_training"] = figures.learning_curves(curves, out / "fig_training.png").name
     files["_examples"] = {"typical": int(data.cluster_id[typical]), "outlier": int(data.cluster_id[outlier]),
                           "outlier_flagged": flagged}
@@ -300,7 +302,8 @@ def build_report(data: RunData, params, out: Path, provenance_self: dict,
                                      rp.bootstrap_resamples, seed) for e, err in enumerate(lx.errors)}
     gas_stats = {label: fold_statistics(pred, data.log_m, data.fold, rp.subset_log_m500c, rp.bootstrap_resamples,
                                         seed).as_dict() for label, pred in lx.gas_pred.items()}
-    files = draw_figures(data, cnn, lx_stats, lx, params, out)
+    training = training_summary(data, params)
+    files = draw_figures(data, cnn, lx_stats, lx, training, params, out)
     write_clusters_csv(data, lx, out / "clusters.csv")
     summary = {
         "cnn": cnn.as_dict(),
@@ -311,7 +314,7 @@ def build_report(data: RunData, params, out: Path, provenance_self: dict,
                      "median_covered": float(np.median(lx.covered[..., 0])),
                      "fraction_extrapolated": float(np.mean(lx.extrapolated[..., 0] != 0)),
                      "slopes": {str(k): v for k, v in lx.slopes.items()}},
-        "training": training_summary(data, params),
+        "training": training,
         "interpretation": interpretation_summary(data, params),
         "examples": files.pop("_examples"),
         "figures": files,
