@@ -36,7 +36,7 @@ from hpcmass.report.figures import FoldCurves, learning_curves
 from hpcmass.report.stats import gaussian_fit
 from hpcmass.store import Store
 from hpcmass.store.readers import load_catalog, load_folds, load_observations
-from hpcmass.store.provenance import package_versions
+from hpcmass.store.provenance import git_commit, package_versions
 from hpcmass.train.checkpoint import HISTORY_KEYS
 from hpcmass.train.stopping import decide
 
@@ -61,7 +61,7 @@ def record_fold(fold: int, images, log_m, folds, params, scratch: Path, log) -> 
         per_epoch.append(predict_log_m500c(model, test_x).reshape(test_c.size, -1))
 
     res = train_fold(fold, images, log_m, folds, params, scratch, log=log, on_epoch=on_epoch)
-    shutil.rmtree(scratch / "train", ignore_errors=True)  # checkpoints of the study: not kept
+    shutil.rmtree(scratch, ignore_errors=True)  # the study's checkpoints and models: not kept
     return {"fold": fold, "status": res.status, "test_clusters": test_c, "test_pred": np.array(per_epoch),
             **{k: np.asarray(res.history[k], dtype=float) for k in HISTORY_KEYS}}
 
@@ -123,7 +123,7 @@ def summarise(records, log_m, params, n_resamples: int) -> dict:
             "params": {"scaling": params.dataset.scaling, "output_bias": params.train.output_bias,
                        "learning_rate": params.train.learning_rate, "batch_size": params.train.batch_size,
                        "seed": seed, "n_clusters": int(log_m.size), "n_folds": params.dataset.n_folds},
-            "versions": package_versions()}
+            "params_yaml": params.to_yaml(), "versions": package_versions(), "git_commit": git_commit()}
 
 
 def plot(records, log_m, summary, path: Path) -> None:

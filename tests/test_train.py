@@ -379,6 +379,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
         np.testing.assert_array_equal(wa, wb)  # deterministic ops (params/ci.yaml): bit for bit
     with Store.read(runs["straight"]) as s1, Store.read(work) as s2:
         np.testing.assert_array_equal(s1.file["train/history_loss"][0], s2.file["train/history_loss"][0])
+        # Criteria never met: the lowest validation loss is kept; its weights came through the checkpoints.
+        kept = s2.file["train/epoch_chosen"][0]
+        assert kept == np.nanargmin(s2.file["train/history_val_loss"][0]) + 1 == s1.file["train/epoch_chosen"][0]
         np.testing.assert_array_equal(s1.file["train/pred_log_m500c"][...], s2.file["train/pred_log_m500c"][...])
 
 
