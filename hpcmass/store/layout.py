@@ -54,13 +54,13 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "epoch_chosen": (("n",), "i4", "epoch whose model was kept (train.stopping)"),
         "epochs_trained": (("n",), "i4", "epochs trained before the stopping rule (train.stopping) ended the fold"),
         "criteria_met": (("n",), "i1", "1 if the paper's validation criteria held at the kept epoch"),
-        # Per-epoch records of each fold (NaN after its last epoch); "val_*" are the stopping criteria.
+        # Per-epoch records of each fold (NaN after its last epoch); "val_*": the validation fold's.
         "history_loss": (("n", "epochs"), "f4", "training loss (MSE of log10 M500c, mean over ranks)"),
         "history_val_loss": (("n", "epochs"), "f4", "validation loss (MSE of log10 M500c over every validation view)"),
         "history_val_max_abs_delta": (("n", "epochs"), "f4", "validation max |delta|"),
         "history_val_median_delta": (("n", "epochs"), "f4", "validation median delta"),
         "history_val_slope": (("n", "epochs"), "f4", "validation slope of predicted vs true log10 M500c"),
-        "history_val_met": (("n", "epochs"), "f4", "1 where all stopping criteria were met"),
+        "history_val_met": (("n", "epochs"), "f4", "1 where all the paper's criteria were met"),
         "history_seconds": (("n", "epochs"), "f4", "wall time of the epoch [s]"),
         "ranks": (("n",), "i4", "processes that trained the fold (Horovod group size; 1 without Horovod)"),
         "learning_rate": (("n",), "f4", "Adam learning rate used (after Horovod scaling)"),
