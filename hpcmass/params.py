@@ -158,7 +158,7 @@ class TrainParams(Section):
     stop_min_slope: PosFloat = 0.9
     #: "paper": stop at the first epoch meeting the criteria (else keep max_epochs' model). "plateau":
     #: once they have held, stop `patience` epochs after the lowest validation loss and keep that epoch
-    #: (hpcmass/train/stopping.py; the paper's rule stops our folds at epoch 2-5, issue 18).
+    #: (hpcmass/train/stopping.py; the paper's rule stops our folds at epoch 2-15, issue 18).
     stopping: Literal["plateau", "paper"] = "plateau"
     patience: Annotated[int, Field(ge=1, le=100_000)] = 20
     #: Initial bias of the output unit: "mean" of the training fold's log M (~14) or "zero" (Keras's
