@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..errors import HpcmassError, StageError
-from ..mpi import get_logger, on_root, stage_comm, wait_all
+from ..mpi import get_logger, on_root, stage_comm
 from ..store import Store, stage_dir
 from ..store.readers import image_shape
 
@@ -26,7 +26,6 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     comm = stage_comm(comm)
     log = log or get_logger(comm)
     workdir = Path(workdir)
-    rank = comm.Get_rank()
     from .build import build_report, read_run
 
     with Store.read(workdir) as s:
@@ -42,10 +41,8 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
         dims = dict(clusters=n, axes=n_axes, apertures=1 + len(params.report.lx_aperture_errors))
         ds = {name: st.require(name, **dims) for name in ("lx_net_counts", "lx_covered", "lx_erg_s",
                                                            "lx_pred_log_m500c")}
-        error = None
-        if not st.pending():
-            log.info("the report is already done (%s); use --restart-from report to make it again", out / "index.html")
-        elif rank == 0:
+
+        def build() -> str | None:
             try:
                 lx, _ = build_report(data, params, out, st.provenance(), stage_dir(workdir, "observe") / "approx")
                 ds["lx_net_counts"][...] = lx.net_counts
@@ -53,11 +50,15 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
                 ds["lx_erg_s"][...] = lx.lx
                 ds["lx_pred_log_m500c"][...] = lx.pred
                 st.mark_done(0)
-            except HpcmassError as e:
-                error = str(e)
-        # Rank 0 worked while the others slept here; a failure is raised on every rank alike.
-        wait_all(comm)
-        error = comm.bcast(error, root=0)
+            except HpcmassError as e:  # raised on every rank once the store is closed
+                return str(e)
+            return None
+
+        error = None
+        if st.pending():
+            error = on_root(comm, build)  # the other ranks sleep while rank 0 works
+        else:
+            log.info("the report is already done (%s); use --restart-from report to make it again", out / "index.html")
     if error:
         raise StageError(error)
     return json.loads((out / "summary.json").read_text())
