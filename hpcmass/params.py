@@ -192,6 +192,24 @@ class InterpretParams(Section):
     #: farther than the core the CNN ignores (0.15-0.2 R500c). Demo clusters sit at 0.04-0.15.
     response_top_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.02
     offcentre_r500c: PosFloat = 0.2
+    #: Null models run through the identical procedure (hpcmass/interpret/nulls.py): the fold's
+    #: untrained CNN (the weights its training started from), f = sum log1p N and f = log10 sum N.
+    nulls: Annotated[tuple[Literal["untrained", "sum_log1p", "log_sum"], ...], Field(strict=False, min_length=1)] = (
+        "untrained", "sum_log1p", "log_sum")
+    #: The regions compared [R500c]: the core the paper finds ignored (its 0.15-0.2 R500c) and an
+    #: outskirts annulus; used for the core-versus-outskirts response and for occlusion.
+    core_r500c: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.15
+    outskirts_r500c: Annotated[tuple[float, float], Field(strict=False)] = (0.5, 1.0)
+
+    @model_validator(mode="after")
+    def _regions(self):
+        lo, hi = self.outskirts_r500c
+        if not self.core_r500c <= lo < hi:
+            raise _FieldError(("outskirts_r500c",), list(self.outskirts_r500c),
+                              f"[low, high] with interpret.core_r500c ({self.core_r500c}) <= low < high")
+        if len(set(self.nulls)) != len(self.nulls):
+            raise _FieldError(("nulls",), list(self.nulls), "each null at most once")
+        return self
 
 
 class ReportParams(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from conftest import ROOT, base_env, mpirun
 from tiny_run import build_tiny_run
 
-from hpcmass.images import make_views
+from hpcmass.images import make_views, radius_r500c
 from hpcmass.interpret.dream import MAP_VIEW, radial_edges
 from hpcmass.params import load_params
 from hpcmass.store import LAYOUT, Store
@@ -74,6 +75,24 @@ def test_interpretation_results_are_consistent(tiny_run):
                               g["response_offset_r500c"][...] > ip.offcentre_r500c)
         med = g["profile_median"][...]
         assert np.isfinite(med[:, 0]).all() and med.shape == (ip.iterations, ip.radial_bins)
+        # The nulls went through the same iterations. log10 sum N has one gradient for every pixel, so each
+        # iteration adds one photon everywhere: its core response is known from the views alone.
+        nulls = g.attrs["nulls"].split(",")
+        assert nulls == list(ip.nulls) and g["null_profile"].shape == (10, len(nulls), 24, ip.iterations, ip.radial_bins)
+        response = g["core_response"][...]
+        assert response.shape == (10, 1 + len(nulls), 24)
+        views = make_views(images).astype(float)
+        r500c = s.file["catalog/r500c_kpc"][...]
+        for i in range(10):
+            r = radius_r500c(images.shape[-1], g.attrs["pixel_kpc"], r500c[i])
+            core, out = r < ip.core_r500c, (r >= ip.outskirts_r500c[0]) & (r < ip.outskirts_r500c[1])
+            known = (core.sum() / views[i][:, core].sum(axis=1)) / (out.sum() / views[i][:, out].sum(axis=1))
+            assert np.allclose(response[i, 1 + nulls.index("log_sum")], known, rtol=1e-5), i
+        # occlusion moved every view's prediction, each region by its own draw
+        dlogm = g["occlusion_dlogm"][...]
+        assert dlogm.shape == (10, 24, 2) and np.isfinite(dlogm).all() and (dlogm != 0).mean() > 0.9
+        assert json.loads(g.attrs["regions_r500c"]) == {"core": [0.0, ip.core_r500c],
+                                                        "outskirts": list(ip.outskirts_r500c)}
 
 
 def test_interpret_resumes_and_refuses_an_incomplete_train(tiny_run, tmp_path):

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import shutil
+from html import escape
 
 import numpy as np
 import pytest
@@ -49,7 +50,8 @@ def test_html_references_figures_that_exist(reports):
     html = (out / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
     assert sorted(images) == ["fig1_images.png", "fig3_pred_vs_true.png", "fig4_residual_pdf.png",
-                              "fig5_deepdream.png", "fig6_radial_profile.png", "fig_training.png"]
+                              "fig5_deepdream.png", "fig6_radial_profile.png", "fig7_nulls_occlusion.png",
+                              "fig_training.png"]
     for name in images:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
@@ -97,6 +99,22 @@ def test_numbers_match_the_store(reports):
         assert fold["val_loss_kept_over_best"] == pytest.approx(val_loss[k, kept[k] - 1] / val_loss[k].min())
     html = (out / "index.html").read_text()
     assert f"{kept[0]} of 3" in html and "Stopping rule (plateau)" in html
+    # The interpretation beside its nulls: medians over clusters with intervals, paired on the same clusters,
+    # from the store's per-view values; the verdict quotes them.
+    it = summary["interpretation"]
+    with Store.read(reports[1]) as s:
+        response = s.file["interpret/core_response"][...]
+        dlogm = s.file["interpret/occlusion_dlogm"][...]
+    cnn = it["nulls"]["explainers"]["cnn"]["core_response"]
+    assert cnn["median"] == pytest.approx(np.median(np.nanmedian(response[:, 0], axis=1)), rel=1e-6)
+    assert cnn["lo"] <= cnn["median"] <= cnn["hi"] and cnn["n_clusters"] == 10
+    assert set(it["nulls"]["paired_cnn_minus_null"]) == {"untrained", "sum_log1p", "log_sum"}
+    core = it["occlusion"]["regions"]["core"]["abs_dlogm"]
+    assert core["median"] == pytest.approx(np.median(np.abs(dlogm[..., 0]).mean(axis=1)), rel=1e-6)
+    assert len(it["verdict"]) == 2 and it["verdict"][1].startswith("Occlusion: core")
+    assert f"{core['median']:.3f}" in it["verdict"][1] and escape(it["verdict"][0]) in html
+    for row, d in zip(rows, dlogm):
+        assert float(row["occlusion_outskirts_dlogm"]) == pytest.approx(d[:, 1].mean(), abs=1e-4)
 
 
 def test_two_ranks_make_the_same_report_and_rerun_is_a_no_op(reports):

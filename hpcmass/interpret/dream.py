@@ -9,6 +9,10 @@ units of R500c, Figure 5's maps for one view, and where the strongest response s
 Changes are cumulative: Delta N after iteration t is N_t - N_0 (the paper's "iterated image
 ... to the photons in the original image"). A radial bin's Delta N / N is the ratio of the
 photon sums in the annulus, which stays defined where single pixels hold no photons.
+
+The procedure itself shapes the picture (rescaling and rounding cap a pixel's change at a few
+photons), so each cluster is also explained by null models (:mod:`.nulls`) through the same
+iterations, and occluded region by region (:mod:`.occlusion`): see :func:`explain_cluster`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ from ..images import make_views, radius_r500c
 
 #: predict(counts) -> log10 M: a TensorFlow-differentiable function of raw counts, (batch, P, P) -> (batch,).
 Predict = Callable[[object], object]
+
+
+def evaluate(predict: Predict, counts: np.ndarray) -> np.ndarray:
+    """Predicted log M of each image of the batch (no gradient)."""
+    import tensorflow as tf
+
+    return np.asarray(tf.reshape(predict(tf.convert_to_tensor(np.asarray(counts, dtype=np.float32))), (-1,)),
+                      dtype=np.float64)
 
 
 def input_gradient(predict: Predict, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +86,7 @@ def dream(predict: Predict, counts: np.ndarray, iterations: int, norm: str = "rm
         first_grad = grad if first_grad is None else first_grad
         preds.append(pred)
         images.append(dream_step(images[-1], scale_gradient(grad, norm, step)))
-    preds.append(input_gradient(predict, images[-1])[0])
+    preds.append(evaluate(predict, images[-1]))
     return Dream(np.stack(images), np.stack(preds), first_grad)
 
 
@@ -95,6 +107,27 @@ def radial_profile(delta: np.ndarray, counts: np.ndarray, radius: np.ndarray, ed
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(nsum > 0, dsum / np.where(nsum > 0, nsum, 1.0), np.nan)
     return out.reshape(*lead, nbins)
+
+
+def region_response(delta: np.ndarray, counts: np.ndarray, radius: np.ndarray, inner: float, outer: float) -> np.ndarray:
+    """|Delta N| summed over the annulus inner <= r < outer [R500c] over N summed there, per image of
+    (..., P, P); NaN where the annulus holds no counts. Absolute changes: a null may remove photons."""
+    inside = (radius >= inner) & (radius < outer)
+    delta, counts = np.broadcast_arrays(delta, counts)
+    n = counts[..., inside].sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.abs(delta[..., inside]).sum(axis=-1) / np.where(n > 0, n, 1.0), np.nan)
+
+
+def core_response(delta: np.ndarray, counts: np.ndarray, radius: np.ndarray, core: float,
+                  outskirts: tuple[float, float]) -> np.ndarray:
+    """How strongly the core responds relative to the outskirts: :func:`region_response` within ``core``
+    over that in the ``outskirts`` annulus [R500c]. 1: the same fractional change; ~0: the paper's
+    "ignored core". NaN where the outskirts did not change or hold no counts."""
+    outer = region_response(delta, counts, radius, *outskirts)
+    inner = region_response(delta, counts, radius, 0.0, core)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(outer > 0, inner / np.where(outer > 0, outer, 1.0), np.nan)
 
 
 def small_change_mask(delta: np.ndarray, counts: np.ndarray, fraction: float) -> np.ndarray:
@@ -143,20 +176,39 @@ def radial_edges(ip) -> np.ndarray:
     return np.linspace(0.0, ip.radial_max_r500c, ip.radial_bins + 1)
 
 
-def explain_cluster(predict: Predict, projections: np.ndarray, pixel_kpc: float, r500c_kpc: float, ip) -> dict:
+def regions(ip) -> dict[str, tuple[float, float]]:
+    """The compared regions [R500c] of InterpretParams ``ip``, by name: the core and the outskirts."""
+    return {"core": (0.0, ip.core_r500c), "outskirts": tuple(ip.outskirts_r500c)}
+
+
+def explain_cluster(predict: Predict, projections: np.ndarray, pixel_kpc: float, r500c_kpc: float, ip,
+                    nulls: dict[str, Predict], mean_shape: np.ndarray, rng: np.random.Generator) -> dict:
     """Everything the interpret stage keeps for one cluster, keyed by its store dataset names.
 
     ``projections`` are the cluster's raw-count images (axes, P, P); all their views are explained
-    together as one batch (``ip`` is the run's InterpretParams).
+    together as one batch (``ip`` is the run's InterpretParams) by the trained CNN ``predict`` and
+    by each null of ``nulls`` (name -> Predict, in ``ip.nulls`` order) through the same iterations.
+    Occlusion fills each region of :func:`regions` with a Poisson draw (``rng``) of ``mean_shape``
+    (:func:`hpcmass.interpret.occlusion.mean_profile` of the fold's training clusters).
     """
+    from .occlusion import occlude
+
     views = make_views(np.asarray(projections)).astype(np.float64)
     d = dream(predict, views, ip.iterations, ip.gradient_norm, ip.step)
     radius = radius_r500c(views.shape[-1], pixel_kpc, r500c_kpc)
+    edges = radial_edges(ip)
     delta = d.delta  # (iterations, views, P, P)
+    null_deltas = [dream(nulls[name], views, ip.iterations, ip.gradient_norm, ip.step).delta for name in ip.nulls]
     offset = response_offset(d.grad, pixel_kpc, r500c_kpc, ip.response_top_fraction)
+    occluded = np.stack([occlude(views, radius, lo, hi, mean_shape, rng) for lo, hi in regions(ip).values()])
+    pred_occluded = evaluate(predict, occluded.reshape(-1, *views.shape[-2:])).reshape(occluded.shape[:2])
     return {
         "pred_dream": d.pred.T,
-        "profile": np.moveaxis(radial_profile(delta, views, radius, radial_edges(ip)), 0, 1),
+        "profile": np.moveaxis(radial_profile(delta, views, radius, edges), 0, 1),
+        "null_profile": np.stack([np.moveaxis(radial_profile(dn, views, radius, edges), 0, 1) for dn in null_deltas]),
+        "core_response": np.stack([core_response(dn[-1], views, radius, ip.core_r500c, ip.outskirts_r500c)
+                                   for dn in (delta, *null_deltas)]),
+        "occlusion_dlogm": (pred_occluded - d.pred[0]).T,
         "response_offset_r500c": offset,
         "off_centre": offset > ip.offcentre_r500c,
         "dn_map": delta[:, MAP_VIEW],

@@ -26,6 +26,7 @@ from ..store.readers import (
 )
 from ..train.stopping import decide
 from . import figures
+from .interpretation import core_responses, interpretation_summary, occlusion_shifts
 from .lx import (
     annulus_counts,
     aperture_draws,
@@ -176,9 +177,10 @@ def _examples(data: RunData, log_m_order: np.ndarray) -> tuple[int, int]:
     return typical, outlier
 
 
-def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, training: dict, params,
-                 out: Path) -> dict:
-    """The paper's figures and the learning curves (``training``: :func:`training_summary`); returns
+def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, training: dict, interp: dict,
+                 params, out: Path) -> dict:
+    """The paper's figures, the learning curves (``training``: :func:`training_summary`) and the
+    interpretation's nulls and occlusion (``interp``: :func:`interpretation_summary`); returns
     {key: file name}."""
     ip = params.interpret
     order = np.argsort(data.log_m, kind="stable")
@@ -217,6 +219,16 @@ def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, tr
                                     data.interpret["profile_p84"], prof[sample, data.map_view], prof[outlier, data.map_view],
                                     out / "fig6_radial_profile.png",
                                     outlier_label=f"cluster {data.cluster_id[outlier]} (Fig. 5, right)").name
+    nulls, occlusion = interp["nulls"]["explainers"], interp["occlusion"]["regions"]
+    responses = core_responses(data.interpret, data.interpret_attrs)
+    shifts = occlusion_shifts(data.interpret, data.interpret_attrs)
+    files["fig7"] = figures.figure7(
+        np.asarray(data.interpret_attrs["radial_edges_r500c"]),
+        {e["label"]: np.asarray(e["profile_median_last_iteration"]) for e in nulls.values()},
+        [(e["label"], responses[name], e["core_response"]) for name, e in nulls.items()],
+        [(f"{name}\n{lo:g}–{hi:g} R500c", np.nanmean(shifts[name], axis=1), occlusion[name]["dlogm"])
+         for name, (lo, hi) in ((n, o["r500c"]) for n, o in occlusion.items())],
+        cnn.all.sigma, ip.core_r500c, ip.outskirts_r500c, out / "fig7_nulls_occlusion.png").name
     curves = [figures.FoldCurves(f["fold"], *(data.train["history"][k][f["fold"], :f["epochs_trained"]]
                                               for k in ("loss", "val_loss", "val_met")),
                                  {f"{training['stopping']} rule": f["epoch_kept"]})
@@ -243,26 +255,9 @@ def training_summary(data: RunData, params) -> dict:
             "output_bias": tp.output_bias, "folds": folds}
 
 
-def interpretation_summary(data: RunData, params) -> dict:
-    """Numbers behind Figure 6: where the CNN adds photons, and how far the mass moved."""
-    edges = np.asarray(data.interpret_attrs["radial_edges_r500c"])
-    r = 0.5 * (edges[1:] + edges[:-1])
-    med = data.interpret["profile_median"]
-    inner, ring = r < params.report.lx_inner_r500c, (r >= 0.2) & (r <= 1.0)
-    dream_pred = data.interpret["pred_dream"]
-    return {
-        "median_dn_over_n_core": [float(np.nanmean(m[inner])) if inner.any() else None for m in med],
-        "median_dn_over_n_0p2_1": [float(np.nanmean(m[ring])) if np.isfinite(m[ring]).any() else None for m in med],
-        "mean_dlogm_per_iteration": np.nanmean(np.diff(dream_pred, axis=-1), axis=(0, 1)).tolist(),
-        "off_centre_views": int(data.interpret["off_centre"].sum()),
-        "off_centre_clusters": int((data.interpret["off_centre"].sum(axis=1) > data.interpret["off_centre"].shape[1] / 2).sum()),
-        "views": int(data.interpret["off_centre"].size),
-        "offcentre_threshold_r500c": params.interpret.offcentre_r500c,
-    }
-
-
 def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
-    """One row per cluster: truth, fold, its views' predictions, L_X and its L_X mass, off-centre views."""
+    """One row per cluster: truth, fold, its views' predictions, L_X and its L_X mass, off-centre views,
+    the trained CNN's core response and the mean Delta log M of occluding each region."""
     with np.errstate(invalid="ignore"):
         lx_exact = np.nanmean(np.where(lx.lx[..., 0] > 0, lx.lx[..., 0], np.nan), axis=1)
         lx_mass = np.nanmean(lx.pred[..., 0], axis=1)
@@ -271,7 +266,9 @@ def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
     gas = "core-excised" in data.gas_lx
     if gas:
         header += ["lx_ce_gas_erg_s", "lx_ce_gas_pred_log_m500c"]
-    header += ["off_centre_views"]
+    responses = core_responses(data.interpret, data.interpret_attrs)
+    shifts = occlusion_shifts(data.interpret, data.interpret_attrs)
+    header += ["off_centre_views", "core_response_cnn"] + [f"occlusion_{name}_dlogm" for name in shifts]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -282,7 +279,8 @@ def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
                    f"{lx_exact[i]:.4e}", f"{np.mean(lx.covered[i, :, 0]):.3f}", f"{lx_mass[i]:.4f}"]
             if gas:
                 row += [f"{data.gas_lx['core-excised'][i]:.4e}", f"{lx.gas_pred['core-excised'][i, 0]:.4f}"]
-            row += [int(data.interpret["off_centre"][i].sum())]
+            row += [int(data.interpret["off_centre"][i].sum()), f"{responses['cnn'][i]:.4g}"]
+            row += [f"{np.nanmean(d[i]):+.4f}" for d in shifts.values()]
             w.writerow(row)
 
 
@@ -303,7 +301,8 @@ def build_report(data: RunData, params, out: Path, provenance_self: dict,
     gas_stats = {label: fold_statistics(pred, data.log_m, data.fold, rp.subset_log_m500c, rp.bootstrap_resamples,
                                         seed).as_dict() for label, pred in lx.gas_pred.items()}
     training = training_summary(data, params)
-    files = draw_figures(data, cnn, lx_stats, lx, training, params, out)
+    interp = interpretation_summary(data, params)
+    files = draw_figures(data, cnn, lx_stats, lx, training, interp, params, out)
     write_clusters_csv(data, lx, out / "clusters.csv")
     summary = {
         "cnn": cnn.as_dict(),
@@ -315,7 +314,7 @@ def build_report(data: RunData, params, out: Path, provenance_self: dict,
                      "fraction_extrapolated": float(np.mean(lx.extrapolated[..., 0] != 0)),
                      "slopes": {str(k): v for k, v in lx.slopes.items()}},
         "training": training,
-        "interpretation": interpretation_summary(data, params),
+        "interpretation": interp,
         "examples": files.pop("_examples"),
         "figures": files,
         "paper": {k: (v if not isinstance(v, dict) else {f"{e:g}": p for e, p in v.items()}) for k, v in PAPER.items()},

@@ -1,5 +1,5 @@
 """``hpcmass report``: the report stage (:mod:`hpcmass.report.stage`) from the command line; rank 0
-prints the report's path and a three-line summary."""
+prints the report's path, a three-line summary and the interpretation's verdict."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from ..mpi import get_logger
 from ..store import stage_dir
 from . import stage
 
-HELP = "statistics, core-excised L_X baseline, figures 1 and 3-6, HTML report and clusters.csv (rank 0)"
+HELP = ("statistics, core-excised L_X baseline, figures 1 and 3-7 (with the interpretation's nulls and "
+        "occlusion), HTML report and clusters.csv (rank 0)")
 
 
 def add_arguments(parser) -> None:
@@ -15,7 +16,8 @@ def add_arguments(parser) -> None:
 
 
 def summary_lines(summary: dict, html) -> list[str]:
-    """The report's path and three lines: CNN scatter and bias, and the L_X baseline, beside the paper's."""
+    """The report's path and three lines: CNN scatter and bias, and the L_X baseline, beside the paper's;
+    then the interpretation's verdict (gradients against nulls, occlusion)."""
     cnn, paper = summary["cnn"], summary["paper"]
     lx = summary["lx_image"]
     errors = [k for k in lx if k != "0"]
@@ -28,6 +30,7 @@ def summary_lines(summary: dict, html) -> list[str]:
         f"  CNN  best fold  sigma {cnn['best']['sigma']:.3f} dex (fold {cnn['best_fold']})   "
         f"[paper: {paper['best_sigma']:.3f}]",
         f"  L_X  core-excised mass scatter {lx_text}   [paper: {paper_lx}]",
+        *(f"  {line}" for line in summary["interpretation"]["verdict"]),
     ]
 
 

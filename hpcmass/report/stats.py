@@ -144,3 +144,35 @@ def fold_statistics(pred: np.ndarray, log_true: np.ndarray, fold: np.ndarray, su
         per_cluster=gaussian_fit(cluster_delta, n_resamples, seed),
         bias=mass_bias(log_true, delta, n_resamples, seed),
     )
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A median over clusters with its 68% cluster-bootstrap percentile interval."""
+
+    median: float
+    lo: float
+    hi: float
+    n_clusters: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def excludes_zero(self) -> bool:
+        return bool(self.lo > 0 or self.hi < 0)
+
+
+def median_interval(per_cluster: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> Interval:
+    """Median of one value per cluster (NaNs dropped) and the 16th-84th percentile interval of the
+    medians of ``n_resamples`` resamples of the clusters with replacement."""
+    v = np.asarray(per_cluster, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    nan = float("nan")
+    if v.size == 0:
+        return Interval(nan, nan, nan, 0)
+    if v.size == 1:
+        return Interval(float(v[0]), nan, nan, 1)
+    res = stats.bootstrap((v,), np.median, n_resamples=n_resamples, method="percentile", confidence_level=0.68,
+                          rng=np.random.default_rng(seed))
+    return Interval(float(np.median(v)), float(res.confidence_interval.low), float(res.confidence_interval.high),
+                    int(v.size))

@@ -69,6 +69,14 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "pred_dream": (("n", "views", "steps"), "f4", "log10 M500c predicted for each view, then after each iteration"),
         "profile": (("n", "views", "iterations", "bins"), "f4",
                     "radial Delta N / N (N_t - N_0 over N_0, photon sums per annulus) of every view"),
+        "null_profile": (("n", "nulls", "views", "iterations", "bins"), "f4",
+                         "profile of every view for each null of attrs['nulls'] (the same procedure)"),
+        "core_response": (("n", "explainers", "views"), "f4",
+                          "|Delta N|/N within interpret.core_r500c over that in interpret.outskirts_r500c after the "
+                          "last iteration; explainers: the trained CNN, then attrs['nulls']"),
+        "occlusion_dlogm": (("n", "views", "regions"), "f4",
+                            "log10 M500c of the view with a region (attrs['regions_r500c']) replaced by a Poisson "
+                            "draw of its fold's mean profile, minus that of the view"),
         "response_offset_r500c": (("n", "views"), "f4", "distance of the strongest gradient response from the centre"),
         "off_centre": (("n", "views"), "i1", "1 if response_offset_r500c > interpret.offcentre_r500c"),
         "dn_map": (("n", "iterations", "pixels", "pixels"), "i4", "Delta N = N_t - N_0 of view attrs['map_view']"),
@@ -147,6 +155,9 @@ ATTRS: dict[str, dict[str, str]] = {
         "radial_edges_r500c": "radial bin edges of the profiles [R500c]",
         "map_view": "the view whose dn_map and small_change_map are stored",
         "pixel_kpc": "image pixel [physical kpc]",
+        "nulls": "the null models of null_profile and core_response, comma-separated (interpret.nulls)",
+        "regions_r500c": "the occlusion regions, name -> [inner, outer] R500c (JSON), in occlusion_dlogm order",
+        "occlusion_profile_bin_r500c": "radial bin of the fold mean profiles that fill occluded regions [R500c]",
     },
     "report": {},
 }

@@ -50,6 +50,14 @@ def _finite(loss: float, model) -> bool:
     return bool(np.isfinite(loss) and all(np.isfinite(w).all() for w in model.get_weights()))
 
 
+def initial_model(params: Params, fold: int, pixels: int):
+    """Fold ``fold``'s CNN before training: the weights its training starts from (before the output
+    bias of ``train.output_bias``), seeded by (run.seed, fold) alone."""
+    seed = params.run.seed
+    tf_keras.utils.set_random_seed(int_seed(seed, "train", fold, "init"))
+    return build_model(pixels, params.dataset.scaling, seed=int_seed(seed, "train", fold, "dropout"))
+
+
 def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.ndarray, params: Params,
                workdir, group: Group = Group(), log=None, stop=lambda: None, on_epoch=None) -> FoldResult:
     """Train fold ``fold`` (resuming from its last checkpoint) and predict its test clusters.
@@ -78,8 +86,7 @@ def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.n
     val_x = source.views(val_c)
     val_true = np.repeat(log_m500c[val_c], source.n_views)
 
-    tf_keras.utils.set_random_seed(int_seed(seed, "train", fold, "init"))
-    model = build_model(pixels, params.dataset.scaling, seed=int_seed(seed, "train", fold, "dropout"))
+    model = initial_model(params, fold, pixels)
     lr = group.learning_rate(tp.learning_rate, tp.horovod_lr_scaling)
     optimizer = compile_model(model, group, lr)
     # The target is log10 M itself (as in the paper), ~14: by default start the output at the training
