@@ -88,11 +88,12 @@ def test_interpretation_results_are_consistent(tiny_run):
             core, out = r < ip.core_r500c, (r >= ip.outskirts_r500c[0]) & (r < ip.outskirts_r500c[1])
             known = (core.sum() / views[i][:, core].sum(axis=1)) / (out.sum() / views[i][:, out].sum(axis=1))
             assert np.allclose(response[i, 1 + nulls.index("log_sum")], known, rtol=1e-5), i
-        # occlusion moved every view's prediction, each region by its own draw
+        # occlusion moved every view's prediction, each region and fill by its own draw
         dlogm = g["occlusion_dlogm"][...]
-        assert dlogm.shape == (10, 24, 2) and np.isfinite(dlogm).all() and (dlogm != 0).mean() > 0.9
+        assert dlogm.shape == (10, 24, 2, 2) and np.isfinite(dlogm).all() and (dlogm != 0).mean() > 0.9
         assert json.loads(g.attrs["regions_r500c"]) == {"core": [0.0, ip.core_r500c],
                                                         "outskirts": list(ip.outskirts_r500c)}
+        assert g.attrs["occlusion_fills"] == "fold_mean,own_profile"
 
 
 def test_interpret_resumes_and_refuses_an_incomplete_train(tiny_run, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from hpcmass.images import radius_r500c
 from hpcmass.interpret.dream import core_response, dream, input_gradient, radial_profile, region_response
 from hpcmass.interpret.nulls import analytic_null
-from hpcmass.interpret.occlusion import fill_expectation, mean_profile, occlude, profile_at
+from hpcmass.interpret.occlusion import fill_expectation, mean_profile, occlude, occluded_views, profile_at
 from hpcmass.params import load_params
 
 P, PIXEL_KPC, R500C_KPC = 48, 20.0, 400.0  # R500c = 20 pixels
@@ -100,6 +100,15 @@ def test_occlude_replaces_only_the_region_with_a_seeded_poisson_draw():
     # within a few Poisson sigmas
     total = views[:, inside].sum(axis=1)
     assert np.all(np.abs(a[:, inside].sum(axis=1) - total) < 5 * np.sqrt(total) + 0.02 * total)
+    # both fills of both regions, drawn in a fixed order; the own-profile fill of a round cluster is
+    # the same cluster, redrawn
+    regions = {"core": (0.0, 0.15), "outskirts": (0.5, 1.0)}
+    all_fills = occluded_views(views, r, regions, shape, np.random.default_rng(3))
+    assert all_fills.shape == (2, 2, 2, P, P)
+    assert np.array_equal(all_fills, occluded_views(views, r, regions, shape, np.random.default_rng(3)))
+    own = all_fills[1, 1]
+    assert np.array_equal(own[:, ~inside], views[:, ~inside])
+    assert np.all(np.abs(own[:, inside].sum(axis=1) - total) < 5 * np.sqrt(total))
 
 
 def test_untrained_null_is_the_folds_initial_model():

@@ -109,12 +109,16 @@ def test_numbers_match_the_store(reports):
     assert cnn["median"] == pytest.approx(np.median(np.nanmedian(response[:, 0], axis=1)), rel=1e-6)
     assert cnn["lo"] <= cnn["median"] <= cnn["hi"] and cnn["n_clusters"] == 10
     assert set(it["nulls"]["paired_cnn_minus_null"]) == {"untrained", "sum_log1p", "log_sum"}
-    core = it["occlusion"]["regions"]["core"]["abs_dlogm"]
-    assert core["median"] == pytest.approx(np.median(np.abs(dlogm[..., 0]).mean(axis=1)), rel=1e-6)
-    assert len(it["verdict"]) == 2 and it["verdict"][1].startswith("Occlusion: core")
-    assert f"{core['median']:.3f}" in it["verdict"][1] and escape(it["verdict"][0]) in html
+    core = it["occlusion"]["regions"]["core"]
+    fold_mean, floor = np.abs(dlogm[:, :, 0]).mean(axis=1).T  # (fills, clusters)
+    assert core["fills"]["fold_mean"]["abs_dlogm"]["median"] == pytest.approx(np.median(fold_mean), rel=1e-6)
+    assert core["abs_excess_over_floor"]["median"] == pytest.approx(np.median(fold_mean - floor), rel=1e-6)
+    assert 0 < core["counts_share"] < 1 and core["pixels"] > 0
+    assert len(it["verdict"]) == 2 and it["verdict"][1].startswith("Occlusion by an average cluster: core")
+    assert f"{core['fills']['fold_mean']['abs_dlogm']['median']:.3f}" in it["verdict"][1]
+    assert escape(it["verdict"][0]) in html
     for row, d in zip(rows, dlogm):
-        assert float(row["occlusion_outskirts_dlogm"]) == pytest.approx(d[:, 1].mean(), abs=1e-4)
+        assert float(row["occlusion_outskirts_own_profile_dlogm"]) == pytest.approx(d[:, 1, 1].mean(), abs=1e-4)
 
 
 def test_two_ranks_make_the_same_report_and_rerun_is_a_no_op(reports):

@@ -189,9 +189,10 @@ def explain_cluster(predict: Predict, projections: np.ndarray, pixel_kpc: float,
     together as one batch (``ip`` is the run's InterpretParams) by the trained CNN ``predict`` and
     by each null of ``nulls`` (name -> Predict, in ``ip.nulls`` order) through the same iterations.
     Occlusion fills each region of :func:`regions` with a Poisson draw (``rng``) of ``mean_shape``
-    (:func:`hpcmass.interpret.occlusion.mean_profile` of the fold's training clusters).
+    (:func:`hpcmass.interpret.occlusion.mean_profile` of the fold's training clusters), and of each
+    view's own profile (the noise floor).
     """
-    from .occlusion import occlude
+    from .occlusion import occluded_views
 
     views = make_views(np.asarray(projections)).astype(np.float64)
     d = dream(predict, views, ip.iterations, ip.gradient_norm, ip.step)
@@ -200,15 +201,15 @@ def explain_cluster(predict: Predict, projections: np.ndarray, pixel_kpc: float,
     delta = d.delta  # (iterations, views, P, P)
     null_deltas = [dream(nulls[name], views, ip.iterations, ip.gradient_norm, ip.step).delta for name in ip.nulls]
     offset = response_offset(d.grad, pixel_kpc, r500c_kpc, ip.response_top_fraction)
-    occluded = np.stack([occlude(views, radius, lo, hi, mean_shape, rng) for lo, hi in regions(ip).values()])
-    pred_occluded = evaluate(predict, occluded.reshape(-1, *views.shape[-2:])).reshape(occluded.shape[:2])
+    occluded = occluded_views(views, radius, regions(ip), mean_shape, rng)
+    pred_occluded = evaluate(predict, occluded.reshape(-1, *views.shape[-2:])).reshape(occluded.shape[:3])
     return {
         "pred_dream": d.pred.T,
         "profile": np.moveaxis(radial_profile(delta, views, radius, edges), 0, 1),
         "null_profile": np.stack([np.moveaxis(radial_profile(dn, views, radius, edges), 0, 1) for dn in null_deltas]),
         "core_response": np.stack([core_response(dn[-1], views, radius, ip.core_r500c, ip.outskirts_r500c)
                                    for dn in (delta, *null_deltas)]),
-        "occlusion_dlogm": (pred_occluded - d.pred[0]).T,
+        "occlusion_dlogm": np.moveaxis(pred_occluded - d.pred[0], -1, 0),  # (views, regions, fills)
         "response_offset_r500c": offset,
         "off_centre": offset > ip.offcentre_r500c,
         "dn_map": delta[:, MAP_VIEW],

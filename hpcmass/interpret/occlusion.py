@@ -6,6 +6,11 @@ of its fold's training clusters, scaled to the cluster's R500c (radii) and to it
 the region; Delta log M = prediction of the occluded view - prediction of the view. What the
 region held beyond "an average cluster of this brightness" is gone; if the network ignored it,
 Delta log M stays at the level of the Poisson noise of the draw.
+
+That noise floor is measured, not assumed: each region is also filled from the view's *own*
+azimuthally averaged profile (same counts, same radial shape; only the azimuthal structure and
+the photons' positions are redrawn). The difference between the two fills is what the region's
+cluster-specific radial profile tells the network.
 """
 
 from __future__ import annotations
@@ -72,3 +77,18 @@ def occlude(counts: np.ndarray, radius: np.ndarray, inner: float, outer: float, 
     out = counts.copy()
     out[..., inside] = rng.poisson(lam[..., inside])
     return out
+
+
+#: How an occluded region is filled (the ``fills`` axis of the store's occlusion_dlogm).
+FILLS = ("fold_mean", "own_profile")
+
+
+def occluded_views(views: np.ndarray, radius: np.ndarray, regions: dict[str, tuple[float, float]],
+                   fold_shape: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(regions, fills, views, P, P): each region of ``views`` (views, P, P) filled as each of
+    :data:`FILLS`: from ``fold_shape`` (:func:`mean_profile` of the fold's training clusters), and from
+    the view's own mean profile (the noise floor). Draws come from ``rng`` in that order."""
+    own = [mean_profile(v[None], radius[None]) for v in views]
+    return np.stack([np.stack([occlude(views, radius, lo, hi, fold_shape, rng),
+                               np.stack([occlude(v, radius, lo, hi, shape, rng) for v, shape in zip(views, own)])])
+                     for lo, hi in regions.values()])

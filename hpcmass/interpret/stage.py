@@ -26,7 +26,7 @@ from ..store import DONE, LAYOUT, Store
 from ..store.readers import load_catalog, load_folds, load_interpretation, load_observations
 from .dream import MAP_VIEW, explain_cluster, profile_summary, radial_edges, regions
 from .nulls import analytic_null
-from .occlusion import PROFILE_BIN_R500C, mean_profile
+from .occlusion import FILLS, PROFILE_BIN_R500C, mean_profile
 
 _NEEDS = ("catalog", "observe", "dataset", "train")
 
@@ -85,7 +85,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     n, n_axes = obs.counts.shape[:2]
     dims = dict(views=VIEWS_PER_AXIS * n_axes, steps=ip.iterations + 1, iterations=ip.iterations,
                 bins=ip.radial_bins, pixels=obs.pixels, nulls=len(ip.nulls), explainers=1 + len(ip.nulls),
-                regions=len(regions(ip)))
+                regions=len(regions(ip)), fills=len(FILLS))
     configure_tensorflow(comm, working=True, override=params.site.threads, log=log)
     explainers = _FoldExplainers(workdir, params, obs.counts, r500c, fold, obs.pixel_kpc)
     with Store.open_stage(workdir, params, "interpret", comm, n_units=n, unit="cluster",
@@ -94,7 +94,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
         st.on_complete(lambda read: _profile_summary(read, ip))
         st.set_attrs(radial_edges_r500c=radial_edges(ip), map_view=MAP_VIEW, pixel_kpc=obs.pixel_kpc,
                      nulls=",".join(ip.nulls), regions_r500c=json.dumps(regions(ip)),
-                     occlusion_profile_bin_r500c=PROFILE_BIN_R500C)
+                     occlusion_fills=",".join(FILLS), occlusion_profile_bin_r500c=PROFILE_BIN_R500C)
         todo = sorted(st.pending(), key=lambda i: (fold[i], i))
         log.info("interpreting %d of %d clusters (%d views each, %d iterations; nulls: %s; occlusion of %s) "
                  "on %d rank(s)", len(todo), n, dims["views"], ip.iterations, ", ".join(ip.nulls),

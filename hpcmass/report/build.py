@@ -226,8 +226,9 @@ def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, tr
         np.asarray(data.interpret_attrs["radial_edges_r500c"]),
         {e["label"]: np.asarray(e["profile_median_last_iteration"]) for e in nulls.values()},
         [(e["label"], responses[name], e["core_response"]) for name, e in nulls.items()],
-        [(f"{name}\n{lo:g}–{hi:g} R500c", np.nanmean(shifts[name], axis=1), occlusion[name]["dlogm"])
-         for name, (lo, hi) in ((n, o["r500c"]) for n, o in occlusion.items())],
+        [(f"{name} {lo:g}–{hi:g}\n{fill.replace('_', ' ')}", np.nanmean(np.abs(shifts[name][fill]), axis=1),
+          occlusion[name]["fills"][fill]["abs_dlogm"])
+         for name, (lo, hi) in ((n, o["r500c"]) for n, o in occlusion.items()) for fill in shifts[name]],
         cnn.all.sigma, ip.core_r500c, ip.outskirts_r500c, out / "fig7_nulls_occlusion.png").name
     curves = [figures.FoldCurves(f["fold"], *(data.train["history"][k][f["fold"], :f["epochs_trained"]]
                                               for k in ("loss", "val_loss", "val_met")),
@@ -257,7 +258,7 @@ def training_summary(data: RunData, params) -> dict:
 
 def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
     """One row per cluster: truth, fold, its views' predictions, L_X and its L_X mass, off-centre views,
-    the trained CNN's core response and the mean Delta log M of occluding each region."""
+    the trained CNN's core response and the mean Delta log M of occluding each region with each fill."""
     with np.errstate(invalid="ignore"):
         lx_exact = np.nanmean(np.where(lx.lx[..., 0] > 0, lx.lx[..., 0], np.nan), axis=1)
         lx_mass = np.nanmean(lx.pred[..., 0], axis=1)
@@ -268,7 +269,8 @@ def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
         header += ["lx_ce_gas_erg_s", "lx_ce_gas_pred_log_m500c"]
     responses = core_responses(data.interpret, data.interpret_attrs)
     shifts = occlusion_shifts(data.interpret, data.interpret_attrs)
-    header += ["off_centre_views", "core_response_cnn"] + [f"occlusion_{name}_dlogm" for name in shifts]
+    header += ["off_centre_views", "core_response_cnn"] + [f"occlusion_{name}_{fill}_dlogm" for name, by_fill in
+                                                           shifts.items() for fill in by_fill]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -280,7 +282,7 @@ def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
             if gas:
                 row += [f"{data.gas_lx['core-excised'][i]:.4e}", f"{lx.gas_pred['core-excised'][i, 0]:.4f}"]
             row += [int(data.interpret["off_centre"][i].sum()), f"{responses['cnn'][i]:.4g}"]
-            row += [f"{np.nanmean(d[i]):+.4f}" for d in shifts.values()]
+            row += [f"{np.nanmean(d[i]):+.4f}" for by_fill in shifts.values() for d in by_fill.values()]
             w.writerow(row)
 
 

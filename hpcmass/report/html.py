@@ -223,7 +223,7 @@ from the centre.</p>
 <h3>The same procedure on models that know no masses, and occlusion</h3>
 <p>The rescaling to a fixed RMS and the rounding to whole photons limit any pixel’s change to a few
 counts, so ΔN/N falls towards a bright core whatever the model; a log(1+N) input scaling divides the
-gradient by 1+N once more. Nulls through the identical iterations: {_nulls_text(it)}. The core response is
+gradient by 1+N once more (this run’s <code>dataset.scaling</code>: {escape(params.dataset.scaling)}). Nulls through the identical iterations: {_nulls_text(it)}. The core response is
 |ΔN|/N within {ip.core_r500c:g} R<sub>500c</sub> over |ΔN|/N in {ip.outskirts_r500c[0]:g}–{ip.outskirts_r500c[1]:g}
 R<sub>500c</sub> after the last iteration (median over a cluster’s views, then over clusters; 68% intervals from
 {rp.bootstrap_resamples} cluster resamples; trained CNN − null paired on the same clusters).

@@ -8,7 +8,8 @@ null are paired on the same clusters. Two questions, two answers:
   outskirts, :func:`hpcmass.interpret.dream.core_response`) lower than the nulls'? If not, the
   "ignored core" of the DeepDream profile is the procedure's, not the network's.
 - *Occlusion*: how far does the predicted mass move when the core, or the outskirts, is replaced
-  by an average cluster's? Measured without gradients.
+  by an average cluster's, beyond the noise floor of refilling it with its own profile? Measured
+  without gradients.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from ..images import radius_r500c
 from ..interpret.nulls import LABELS
 from .stats import median_interval
 
@@ -49,10 +51,29 @@ def last_profiles(interpret: dict, attrs: dict) -> dict[str, np.ndarray]:
                 for name, p in zip(explainer_names(attrs), stacked)}
 
 
-def occlusion_shifts(interpret: dict, attrs: dict) -> dict[str, np.ndarray]:
-    """Region name -> (clusters, views) Delta log M of occluding it."""
-    dlogm = np.asarray(interpret["occlusion_dlogm"], dtype=np.float64)  # (clusters, views, regions)
-    return {name: dlogm[..., r] for r, name in enumerate(json.loads(attrs["regions_r500c"]))}
+def occlusion_shifts(interpret: dict, attrs: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Region name -> fill -> (clusters, views) Delta log M of occluding it."""
+    dlogm = np.asarray(interpret["occlusion_dlogm"], dtype=np.float64)  # (clusters, views, regions, fills)
+    fills = str(attrs["occlusion_fills"]).split(",")
+    return {name: {fill: dlogm[:, :, r, f] for f, fill in enumerate(fills)}
+            for r, name in enumerate(json.loads(attrs["regions_r500c"]))}
+
+
+def region_shares(projections: np.ndarray, r500c_kpc: np.ndarray, pixel_kpc: float,
+                  regions_r500c: dict) -> dict[str, dict]:
+    """How big each region is in the images: the median over clusters of its pixels and of its share
+    of the image's counts (so that a reader can weigh the regions' Delta log M)."""
+    out = {}
+    p = projections.shape[-1]
+    for name, (lo, hi) in regions_r500c.items():
+        pixels, share = [], []
+        for image, r500 in zip(projections, r500c_kpc):
+            r = radius_r500c(p, pixel_kpc, r500)
+            inside = (r >= lo) & (r < hi)
+            pixels.append(inside.sum())
+            share.append(image[:, inside].sum() / max(image.sum(), 1))
+        out[name] = {"pixels": float(np.median(pixels)), "counts_share": float(np.median(share))}
+    return out
 
 
 def nulls_summary(responses: dict[str, np.ndarray], profiles: dict[str, np.ndarray], n_resamples: int,
@@ -70,21 +91,27 @@ def nulls_summary(responses: dict[str, np.ndarray], profiles: dict[str, np.ndarr
     return out
 
 
-def occlusion_summary(shifts: dict[str, np.ndarray], regions_r500c: dict, n_resamples: int, seed: int) -> dict:
-    """Per occluded region: the median over clusters of the mean Delta log M of their views and of the
-    mean |Delta log M|, with intervals; and the paired difference of mean |Delta log M|, outskirts - core."""
+def occlusion_summary(shifts: dict[str, dict[str, np.ndarray]], regions_r500c: dict, shares: dict,
+                      n_resamples: int, seed: int) -> dict:
+    """Per occluded region and fill: the median over clusters of the mean Delta log M of their views and of
+    the mean |Delta log M|, with intervals. Per region, the excess of the fold-mean fill over the noise
+    floor (own-profile fill), paired on clusters; and the outskirts' excess minus the core's."""
     out = {"regions": {}}
-    size = {name: _per_cluster(np.abs(d), np.nanmean) for name, d in shifts.items()}
-    for name, d in shifts.items():
+    excess = {}
+    for name, by_fill in shifts.items():
+        size = {fill: _per_cluster(np.abs(d), np.nanmean) for fill, d in by_fill.items()}
+        excess[name] = size["fold_mean"] - size["own_profile"]
         out["regions"][name] = {
-            "r500c": list(regions_r500c[name]),
-            "dlogm": median_interval(_per_cluster(d, np.nanmean), n_resamples, seed).as_dict(),
-            "abs_dlogm": median_interval(size[name], n_resamples, seed).as_dict(),
-            "rms_dlogm_views": float(np.sqrt(np.nanmean(d**2))),
+            "r500c": list(regions_r500c[name]), **shares[name],
+            "fills": {fill: {"dlogm": median_interval(_per_cluster(d, np.nanmean), n_resamples, seed).as_dict(),
+                             "abs_dlogm": median_interval(size[fill], n_resamples, seed).as_dict(),
+                             "rms_dlogm_views": float(np.sqrt(np.nanmean(d**2)))}
+                      for fill, d in by_fill.items()},
+            "abs_excess_over_floor": median_interval(excess[name], n_resamples, seed).as_dict(),
         }
-    if {"core", "outskirts"} <= size.keys():
-        out["paired_abs_outskirts_minus_core"] = median_interval(size["outskirts"] - size["core"], n_resamples,
-                                                                 seed).as_dict()
+    if {"core", "outskirts"} <= excess.keys():
+        out["paired_excess_outskirts_minus_core"] = median_interval(excess["outskirts"] - excess["core"],
+                                                                    n_resamples, seed).as_dict()
     return out
 
 
@@ -113,17 +140,22 @@ def verdict(nulls: dict, occlusion: dict, core_r500c: float) -> list[str]:
              f"[68% interval]: {responses}. {claim}."]
     reg = occlusion["regions"]
     if {"core", "outskirts"} <= reg.keys():
-        c, o = reg["core"], reg["outskirts"]
-        diff = occlusion["paired_abs_outskirts_minus_core"]
+        parts = []
+        for name in ("core", "outskirts"):
+            fills = reg[name]["fills"]
+            parts.append(f"{name} ({100 * reg[name]['counts_share']:.0f}% of the counts) mean |Δ log M| "
+                         f"{_iv(fills['fold_mean']['abs_dlogm'])} dex (noise floor {_iv(fills['own_profile']['abs_dlogm'])}; "
+                         f"excess {_iv(reg[name]['abs_excess_over_floor'], '{:+.3f}')})")
+        diff = occlusion["paired_excess_outskirts_minus_core"]
         if diff["lo"] > 0:
-            use = "moves the predicted mass less than occluding the outskirts"
+            use = "less than the outskirts'"
         elif diff["hi"] < 0:
-            use = "moves the predicted mass more than occluding the outskirts"
+            use = "more than the outskirts'"
         else:
-            use = "moves the predicted mass as much as occluding the outskirts (within the interval)"
-        lines.append(f"Occlusion: core Δ log M {_iv(c['dlogm'], '{:+.3f}')} dex, mean |Δ| {_iv(c['abs_dlogm'])}; "
-                     f"outskirts Δ log M {_iv(o['dlogm'], '{:+.3f}')} dex, mean |Δ| {_iv(o['abs_dlogm'])}. "
-                     f"Occluding the core {use} (paired |Δ| difference {_iv(diff, '{:+.3f}')} dex).")
+            use = "as much as the outskirts' (the interval includes 0)"
+        lines.append(f"Occlusion by an average cluster: {'; '.join(parts)}. Beyond the noise floor, the core's "
+                     f"content moves the predicted mass {use}: paired difference outskirts − core "
+                     f"{_iv(diff, '{:+.3f}')} dex.")
     return lines
 
 
@@ -139,8 +171,10 @@ def interpretation_summary(data, params) -> dict:
     interp, attrs = data.interpret, data.interpret_attrs
     nulls = nulls_summary(core_responses(interp, attrs), last_profiles(interp, attrs), rp.bootstrap_resamples,
                           params.run.seed)
-    occlusion = occlusion_summary(occlusion_shifts(interp, attrs), json.loads(attrs["regions_r500c"]),
-                                  rp.bootstrap_resamples, params.run.seed)
+    regions_r500c = json.loads(attrs["regions_r500c"])
+    shares = region_shares(data.projections, data.r500c_kpc, float(attrs["pixel_kpc"]), regions_r500c)
+    occlusion = occlusion_summary(occlusion_shifts(interp, attrs), regions_r500c, shares, rp.bootstrap_resamples,
+                                  params.run.seed)
     return {
         "median_dn_over_n_core": [float(np.nanmean(m[inner])) if inner.any() else None for m in med],
         "median_dn_over_n_0p2_1": [float(np.nanmean(m[ring])) if np.isfinite(m[ring]).any() else None for m in med],

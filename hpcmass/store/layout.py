@@ -74,9 +74,9 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "core_response": (("n", "explainers", "views"), "f4",
                           "|Delta N|/N within interpret.core_r500c over that in interpret.outskirts_r500c after the "
                           "last iteration; explainers: the trained CNN, then attrs['nulls']"),
-        "occlusion_dlogm": (("n", "views", "regions"), "f4",
+        "occlusion_dlogm": (("n", "views", "regions", "fills"), "f4",
                             "log10 M500c of the view with a region (attrs['regions_r500c']) replaced by a Poisson "
-                            "draw of its fold's mean profile, minus that of the view"),
+                            "draw of a profile (attrs['occlusion_fills']), minus that of the view"),
         "response_offset_r500c": (("n", "views"), "f4", "distance of the strongest gradient response from the centre"),
         "off_centre": (("n", "views"), "i1", "1 if response_offset_r500c > interpret.offcentre_r500c"),
         "dn_map": (("n", "iterations", "pixels", "pixels"), "i4", "Delta N = N_t - N_0 of view attrs['map_view']"),
@@ -157,7 +157,9 @@ ATTRS: dict[str, dict[str, str]] = {
         "pixel_kpc": "image pixel [physical kpc]",
         "nulls": "the null models of null_profile and core_response, comma-separated (interpret.nulls)",
         "regions_r500c": "the occlusion regions, name -> [inner, outer] R500c (JSON), in occlusion_dlogm order",
-        "occlusion_profile_bin_r500c": "radial bin of the fold mean profiles that fill occluded regions [R500c]",
+        "occlusion_fills": "what fills an occluded region, comma-separated: fold_mean (the mean profile of the "
+                           "fold's training clusters), own_profile (the view's own, the noise floor)",
+        "occlusion_profile_bin_r500c": "radial bin of the profiles that fill occluded regions [R500c]",
     },
     "report": {},
 }
