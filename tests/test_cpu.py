@@ -17,7 +17,14 @@ CORES = len(os.sched_getaffinity(0))
 
 def _ranks(proc) -> list[dict]:
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    # mpirun forwards each rank's stdout in chunks: two ranks' lines can arrive joined, so decode objects
+    # one after another instead of line by line.
+    rows, text, decoder = [], proc.stdout, json.JSONDecoder()
+    start = text.find("{")
+    while start >= 0:
+        row, end = decoder.raw_decode(text, start)
+        rows.append(row)
+        start = text.find("{", end)
     return sorted(rows, key=lambda r: r["rank"])
 
 

@@ -55,6 +55,9 @@ def _start_requeued_now(slurm, job: str, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         show = subprocess.run(["scontrol", "show", "job", job], env=slurm.env, capture_output=True, text=True).stdout
         if "JobState=PENDING" in show and "Reason=BeginTime" in show:
+            # slurmd refuses a launch whose credential is not newer (in whole seconds) than the revocation
+            # of the killed run's ("Job credential revoked"): let a second pass before starting it.
+            time.sleep(2.0)
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm.env, check=True)
             return
         if "JobState=COMPLETED" in show:

@@ -229,12 +229,15 @@ R<sub>500c</sub> after the last iteration (median over a cluster’s views, then
 {rp.bootstrap_resamples} cluster resamples; trained CNN − null paired on the same clusters).
 Occlusion needs no gradient: each region of every view is replaced by a Poisson draw of the mean
 radial profile of its fold’s training clusters, scaled to the cluster’s R<sub>500c</sub> and to its counts
-outside the region, and the view is predicted again by its fold’s model.</p>
+outside the region, and the view is predicted again by its fold’s model. The noise floor is the same
+region refilled from the view’s own radial profile (its counts and shape kept, only the photons redrawn);
+the excess over it is what the region’s own content tells the network.</p>
 <p class=verdict>{'<br>'.join(escape(line) for line in it['verdict'])}</p>
 {_figure(figs['fig7'], 'Figure 7. (a) Median ΔN/N after the last iteration for the trained CNN and each null; '
          f'vertical lines at {ip.core_r500c:g} and {ip.outskirts_r500c[0]:g}–{ip.outskirts_r500c[1]:g} R<sub>500c</sub>. '
-         '(b) Core response of each cluster (dots) with the median and its 68% interval (bars). (c) Mean Δ log M '
-         'of each cluster’s views when the region is occluded; red band: ± the CNN’s σ.')}
+         '(b) Core response of each cluster (dots) with the median and its 68% interval (bars). (c) Mean |Δ log M| '
+         'of each cluster’s views when a region is filled from the fold’s mean profile or, as the noise floor, '
+         'from the view’s own; red dashed line: the CNN’s σ.')}
 <h2>Files</h2>
 <p><a href="clusters.csv">clusters.csv</a> (one row per cluster) · <a href="summary.json">summary.json</a>
 (every number on this page)</p>
