@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -142,7 +143,9 @@ def on_root(comm, fn, *args):
     """Run ``fn(*args)`` on rank 0 alone and return its result on every rank.
 
     An HpcmassError it raises is raised on every rank, so no rank is left waiting in the next
-    collective; any other exception reaches the excepthook, which aborts the job.
+    collective. Any other exception (a bug) aborts a multi-rank job at once, after printing its
+    traceback: raised, it would first meet rank 0's clean-up, whose collectives (the store's
+    flush and close) the waiting ranks never join, and hang the job instead of ending it.
     """
     from .errors import HpcmassError
 
@@ -152,6 +155,12 @@ def on_root(comm, fn, *args):
             out = fn(*args)
         except HpcmassError as e:
             out = e
+        except Exception:
+            if comm.Get_size() > 1:
+                traceback.print_exc()
+                sys.stderr.flush()
+                comm.Abort(1)
+            raise
     wait_all(comm)  # the other ranks sleep while rank 0 works
     out = comm.bcast(out, root=0)
     if isinstance(out, HpcmassError):

@@ -47,9 +47,12 @@ def _stage_states(wd: Path) -> dict:
 
 
 @pytest.mark.mpi
-def test_uncaught_exception_on_one_rank_ends_the_whole_job(tmp_path):
-    """Rank 1 raises while rank 0 waits in Barrier: install_excepthook must abort the job, not hang."""
-    cmd = ["mpirun", "-n", "2", "-x", "PYTHONPATH", sys.executable, str(PROGRAMS / "raise_on_one_rank.py")]
+@pytest.mark.parametrize("where, failing", [("", 1), ("--on-root", 0)])
+def test_uncaught_exception_on_one_rank_ends_the_whole_job(tmp_path, where, failing):
+    """Rank 1 raises while rank 0 waits in Barrier, or rank 0's work in on_root raises while rank 1 waits
+    for it and rank 0's clean-up needs a collective: either must abort the job, not hang."""
+    cmd = ["mpirun", "-n", "2", "-x", "PYTHONPATH", sys.executable, str(PROGRAMS / "raise_on_one_rank.py"),
+           *([where] if where else [])]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=base_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -63,7 +66,7 @@ def test_uncaught_exception_on_one_rank_ends_the_whole_job(tmp_path):
     assert proc.returncode != 0, (out, err)
     assert seconds < ABORT_WITHIN_S, f"the job took {seconds:.0f} s to end after one rank raised"
     assert "Traceback (most recent call last)" in err
-    assert "RuntimeError: rank 1 fails on purpose while the others wait in a collective" in err
+    assert f"RuntimeError: rank {failing} fails on purpose while the others wait in a collective" in err
     assert "past the collective" not in out
 
 

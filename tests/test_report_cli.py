@@ -13,7 +13,9 @@ import pytest
 from conftest import ROOT, hpcmass, mpirun
 from tiny_run import build_tiny_run
 
+from hpcmass.dataset.folds import split
 from hpcmass.params import load_params
+from hpcmass.report.lx import fit_power_law
 from hpcmass.report.stats import gaussian_fit
 from hpcmass.store import Store
 
@@ -61,7 +63,7 @@ def test_html_references_figures_that_exist(reports):
     for text in ("0.051", "-0.022", "0.033", "0.041", "14.6%", "22.2%",
                  "toy test images", "params hash", "tensorflow", "seed: 12345"):
         assert text in html, text
-    assert "mock images" in html and "no gas L<sub>X</sub>" in html
+    assert "mock images" in html and "so there are no oracle rows" in html
 
 
 def test_numbers_match_the_store(reports):
@@ -73,13 +75,33 @@ def test_numbers_match_the_store(reports):
         pred = s.file["train/pred_log_m500c"][...].astype(float)
         lx = s.file["report/lx_erg_s"][...]
         lx_pred = s.file["report/lx_pred_log_m500c"][...]
-        assert lx.shape == (10, 3, 3) and (lx > 0).all()
-        assert np.isfinite(lx_pred).all()
+        apertures = list(s.file["report"].attrs["lx_apertures"])
+        val_loss = s.file["train/history_val_loss"][...]
+        kept = s.file["train/epoch_chosen"][...]
+    # exact, outer and whole at 3% and 5%, iterated: in the store's order and the summary's
+    assert apertures == ["exact", "outer_0.03", "outer_0.05", "whole_0.03", "whole_0.05", "iterated"]
+    assert list(summary["lx_image"]) == apertures
+    assert lx.shape == (10, 3, 6) and (lx > 0).all()
+    assert np.isfinite(lx_pred).all()
     fit = gaussian_fit(pred - log_m[:, None], n_resamples=100, seed=12345)
-    assert summary["cnn"]["all"]["sigma"] == pytest.approx(fit.sigma)
-    assert summary["cnn"]["all"]["mu"] == pytest.approx(fit.mu)
-    # the toy clusters follow an exact L-M power law: the image L_X predicts masses well
-    assert summary["lx_image"]["0"]["all"]["sigma"] < 0.1
+    for key in ("sigma", "mu", "sigma_lo", "sigma_hi", "mu_lo", "mu_hi"):
+        assert summary["cnn"]["all"][key] == pytest.approx(getattr(fit, key))
+    # the best fold is the one whose kept model has the lowest validation loss, for every estimator
+    best = int(np.argmin(val_loss[np.arange(len(kept)), kept - 1]))
+    assert summary["cnn"]["best_fold"] == best and summary["lx_image"]["iterated"]["best_fold"] == best
+    # the toy clusters follow an exact L-M power law: the image L_X predicts masses well, also without R500c
+    for key in ("exact", "iterated"):
+        assert summary["lx_image"][key]["all"]["sigma"] < 0.1
+    # a relation fitted on the store's exact-aperture L_X of fold 0's training clusters gives its stored masses
+    with Store.read(reports[1]) as s:
+        fold = s.file["dataset/fold"][...]
+    train = split(fold, 0, int(fold.max()) + 1)[0]
+    relation = fit_power_law(np.log10(lx[train, :, 0]), np.repeat(log_m[train], 3))
+    assert lx_pred[fold == 0, :, 0] == pytest.approx(relation(np.log10(lx[fold == 0, :, 0])), abs=1e-5)
+    assert summary["lx_notes"]["iterated_converged"] == 1.0
+    assert summary["oracles"] == {}  # toy clusters carry no gas measurements
+    growth = summary["lx_aperture_growth"]
+    assert growth["paper"]["k"] == pytest.approx(4.18, abs=0.01) and set(growth) == {"paper", "outer", "whole"}
     rows = list(csv.DictReader(open(out / "clusters.csv")))
     assert len(rows) == 10
     for row, m, p in zip(rows, log_m, pred):
@@ -87,13 +109,12 @@ def test_numbers_match_the_store(reports):
         assert float(row["pred_median"]) == pytest.approx(np.median(p), abs=1e-4)
         assert float(row["pred_std"]) == pytest.approx(np.std(p), abs=1e-4)
         assert float(row["lx_ce_image_erg_s"]) > 0
+    for i, row in enumerate(rows):
+        assert float(row["lx_iterated_pred_log_m500c"]) == pytest.approx(lx_pred[i, :, -1].mean(), abs=1e-4)
     # How each fold ended, replayed from the stored history: the plateau rule kept the lowest
     # validation loss (3 epochs, patience 20: all three trained).
     training = summary["training"]
     assert training["stopping"] == "plateau" and training["patience"] == 20
-    with Store.read(reports[1]) as s:
-        val_loss = s.file["train/history_val_loss"][...]
-        kept = s.file["train/epoch_chosen"][...]
     for k, fold in enumerate(training["folds"]):
         assert fold["epoch_kept"] == kept[k] and fold["epochs_trained"] == 3
         assert fold["val_loss_kept_over_best"] == pytest.approx(val_loss[k, kept[k] - 1] / val_loss[k].min())

@@ -7,20 +7,32 @@ import pytest
 
 from hpcmass.report.lx import (
     annulus_counts,
+    aperture_radii,
+    aperture_variants,
     background_per_pixel,
     beta_counts,
     energy_flux_per_count,
     counts_to_luminosity,
     disc_fraction,
     fit_power_law,
+    iterate_mass,
     predict_by_fold,
 )
-from hpcmass.report.stats import fold_statistics, gaussian_fit, mass_bias, scatter_percent
+from hpcmass.report.oracles import oracle_log_values
+from hpcmass.report.stats import (
+    aperture_error_growth,
+    best_fold_by_validation,
+    fold_statistics,
+    gaussian_fit,
+    mass_bias,
+    quadrature_growth,
+    scatter_percent,
+)
 
 
 def test_gaussian_fit_recovers_sigma_mu_within_bootstrap_errors():
     mu, sigma = -0.022, 0.051
-    hits_mu = hits_sigma = 0
+    hits_mu = hits_sigma = covered_mu = 0
     trials = 40
     for t in range(trials):
         delta = np.random.default_rng(t).normal(mu, sigma, size=(80, 24))
@@ -30,8 +42,13 @@ def test_gaussian_fit_recovers_sigma_mu_within_bootstrap_errors():
         assert fit.sigma_err == pytest.approx(sigma / np.sqrt(2 * delta.size), rel=0.3)
         hits_mu += abs(fit.mu - mu) < 2 * fit.mu_err
         hits_sigma += abs(fit.sigma - sigma) < 2 * fit.sigma_err
-    # 2-sigma coverage is 95%; 40 trials leave room for chance, not for a wrong estimator
+        # the 68% percentile interval of near-Gaussian estimates spans about +-1 standard error
+        assert fit.sigma_hi - fit.sigma_lo == pytest.approx(2 * fit.sigma_err, rel=0.3)
+        assert fit.mu_lo < fit.mu < fit.mu_hi
+        covered_mu += fit.mu_lo <= mu <= fit.mu_hi
+    # 2-sigma coverage is 95%, 68% intervals' 68%; 40 trials leave room for chance, not for a wrong estimator
     assert hits_mu >= 0.8 * trials and hits_sigma >= 0.8 * trials
+    assert 0.45 * trials <= covered_mu <= 0.9 * trials
 
 
 def test_bootstrap_resamples_clusters_not_views():
@@ -43,6 +60,13 @@ def test_bootstrap_resamples_clusters_not_views():
     expect = np.sqrt(sigma_c**2 / n_clusters + sigma_v**2 / delta.size)
     assert fit.mu_err == pytest.approx(expect, rel=0.25)
     assert fit.n_clusters == n_clusters and fit.n_values == delta.size
+
+
+def test_too_few_clusters_give_a_fit_without_an_interval():
+    empty = gaussian_fit(np.zeros((0, 24)))
+    assert empty.n_clusters == 0 and np.isnan(empty.sigma) and np.isnan(empty.sigma_lo)
+    one = gaussian_fit(np.array([[0.1, -0.1]]))
+    assert one.n_clusters == 1 and one.sigma == pytest.approx(0.1) and np.isnan(one.sigma_err)
 
 
 def test_scatter_percent_matches_the_papers_conversion():
@@ -58,8 +82,17 @@ def test_fold_statistics_best_fold_subset_and_pull_to_the_mean():
     width = np.where(fold == 2, 0.02, 0.06)[:, None]
     pull = -0.2  # predictions pulled toward the mean mass
     pred = log_true[:, None] + pull * (log_true[:, None] - log_true.mean()) + rng.normal(0, 1, (n, 24)) * width
-    s = fold_statistics(pred, log_true, fold, (14.0, 14.5), n_resamples=200)
+    # fold 2 has the lowest validation loss at its kept epoch (epochs count from 1)
+    val_loss = np.array([[0.9, 0.5, 0.7]] * 5)
+    val_loss[2, 2] = 0.1
+    best = best_fold_by_validation(val_loss, np.array([2, 2, 3, 1, 2]))
+    assert best == 2 and best_fold_by_validation(val_loss, np.array([2, 2, 1, 1, 2])) == 0
+    s = fold_statistics(pred, log_true, fold, (14.0, 14.5), best, n_resamples=200)
     assert s.best_fold == 2
+    in_subset = (log_true > 14.0) & (log_true < 14.5)
+    assert s.best_subset.n_clusters == int((in_subset & (fold == 2)).sum())
+    assert s.best_subset.sigma == pytest.approx(gaussian_fit((pred - log_true[:, None])[in_subset & (fold == 2)],
+                                                             n_resamples=10).sigma)
     trend = pull * (log_true[fold == 2] - log_true.mean())
     assert s.per_fold[2].sigma == pytest.approx(np.hypot(0.02, trend.std()), rel=0.1)
     assert s.subset.n_clusters == int(((log_true > 14.0) & (log_true < 14.5)).sum())
@@ -67,6 +100,7 @@ def test_fold_statistics_best_fold_subset_and_pull_to_the_mean():
     assert s.bias.slope_err < 0.02
     d = s.as_dict()
     assert d["best"]["sigma"] == s.per_fold[2].sigma and set(d["per_fold"]) == set(range(5))
+    assert d["best_subset"]["sigma"] == s.best_subset.sigma and d["all"]["sigma_lo"] < d["all"]["sigma"]
 
 
 def test_mass_bias_is_zero_for_unbiased_predictions():
@@ -108,6 +142,64 @@ def test_predict_by_fold_uses_only_training_clusters():
     assert np.allclose(pred[fold == 0] - clean[fold == 0], fits[0].slope * 5.0, atol=1e-9)
     assert clean_fits[1].slope == pytest.approx(0.6, abs=0.05)
     assert np.std(clean - log_m[:, None]) == pytest.approx(0.06, rel=0.2)
+
+
+def test_quadrature_growth_of_the_papers_lx_numbers():
+    # 14.6% at 3% and 22.2% at 5%: 22.2^2 - 14.6^2 = 16 k^2 -> k = 4.18, s0^2 = 14.6^2 - 9 k^2 -> s0 = 7.47
+    k, s0 = quadrature_growth(14.6, 22.2, 3.0, 5.0)
+    assert k == pytest.approx(4.181, abs=1e-3) and s0 == pytest.approx(7.473, abs=1e-3)
+    assert quadrature_growth(10.0, 9.0, 3.0, 5.0) == (0.0, 10.0)  # a larger error that narrows: no growth
+
+
+def test_aperture_error_growth_recovers_the_added_scatter():
+    # log M errors: an intrinsic 0.03 dex per cluster plus k% of scatter per % of aperture error
+    rng = np.random.default_rng(4)
+    n, k = 400, 2.0
+    intrinsic = rng.normal(0, 0.03, (n, 3))
+    draw = rng.standard_normal((n, 1))
+    added = k * draw / (100 * np.log(10.0))  # percent scatter per percent error, in dex
+    g = aperture_error_growth(intrinsic + added * 3, intrinsic + added * 5, 0.03, 0.05, n_resamples=200)
+    half = (g["k_hi"] - g["k_lo"]) / 2  # about one standard error
+    assert g["k_lo"] < g["k"] < g["k_hi"] and 0.02 < half < 0.3 and abs(g["k"] - k) < 3 * half
+    assert g["s0_percent"] == pytest.approx(scatter_percent(0.03), rel=0.1)
+    assert g["errors_percent"] == [3.0, 5.0] and g["n_clusters"] == n
+
+
+def test_aperture_variants_and_their_radii():
+    variants = aperture_variants((0.03, 0.05))
+    assert [v.key for v in variants] == ["exact", "outer_0.03", "outer_0.05", "whole_0.03", "whole_0.05", "iterated"]
+    by_key = {v.key: v for v in variants}
+    # R500c = 100 px, an error draw of +1.5 sigma: a 4.5% larger R500c
+    assert aperture_radii(by_key["exact"], 100.0, 1.5, 0.15, 1.0) == (15.0, 100.0)
+    assert aperture_radii(by_key["outer_0.03"], 100.0, 1.5, 0.15, 1.0) == pytest.approx((15.0, 104.5))
+    assert aperture_radii(by_key["whole_0.03"], 100.0, 1.5, 0.15, 1.0) == pytest.approx((15.675, 104.5))
+    assert "whole aperture" in by_key["whole_0.05"].label and by_key["whole_0.05"].error == 0.05
+    with pytest.raises(ValueError, match="iterated"):
+        aperture_radii(by_key["iterated"], 100.0, 0.0, 0.15, 1.0)
+
+
+def test_iterated_aperture_converges_to_the_analytic_fixed_point():
+    # L_X within the aperture of R500c grows as R^s; the relation log M = a + b (log L - p); R^3 = K M
+    s, log_a, a, b, p, log_k = 1.2, 40.0, 14.0, 0.6, 43.0, -8.0
+    relation = lambda log_l: a + b * (log_l - p)  # noqa: E731
+    r500_of = lambda log_m: 10.0 ** ((log_k + log_m) / 3.0)  # noqa: E731
+    res = iterate_mass(lambda r: log_a + s * np.log10(r), relation, r500_of, 13.5)
+    fixed = (a + b * (log_a + s / 3.0 * log_k - p)) / (1.0 - b * s / 3.0)
+    assert res.converged and res.log_m == pytest.approx(fixed, abs=2e-4) and res.iterations < 15
+    assert res.r500 == pytest.approx(r500_of(fixed), rel=1e-3)
+    # an aperture with no net counts has no mass
+    dark = iterate_mass(lambda r: np.nan, relation, r500_of, 13.5)
+    assert not dark.converged and np.isnan(dark.log_m) and dark.iterations == 1
+
+
+def test_oracles_are_the_logs_of_the_catalogs_gas_quantities():
+    cols = {"mgas500_msun": np.array([1e13, 2e13, 0.0]), "tx_kev": np.array([2.0, 4.0, 3.0]),
+            "lx_ce_erg_s": np.array([1e43, 2e43, 3e43])}
+    logs = oracle_log_values(cols)
+    assert set(logs) == {"mgas", "yx", "lx_ce"}  # no lx_ci column: left out
+    assert logs["yx"][:2] == pytest.approx([np.log10(2e13), np.log10(8e13)])
+    assert np.isnan(logs["mgas"][2]) and np.isnan(logs["yx"][2])
+    assert oracle_log_values({"mgas500_msun": np.zeros(3)}) == {}  # nothing measured (toy clusters)
 
 
 # --- aperture photometry on an analytic beta-model image ------------------------------------

@@ -1,4 +1,4 @@
-"""What ``hpcmass report`` computes from a complete store: statistics, the L_X baseline, figures.
+"""What ``hpcmass report`` computes from a complete store: statistics, the L_X baseline, oracles, figures.
 
 No MPI here: :func:`build_report` reads a complete store (:mod:`hpcmass.store.readers`), writes the
 figures, ``index.html``, ``clusters.csv`` and ``summary.json`` into the report directory and returns
@@ -28,29 +28,41 @@ from ..train.stopping import decide
 from . import figures
 from .interpretation import core_responses, interpretation_summary, occlusion_shifts
 from .lx import (
+    ApertureVariant,
     annulus_counts,
     aperture_draws,
+    aperture_radii,
+    aperture_variants,
     background_per_pixel,
     counts_to_luminosity,
     energy_flux_per_count,
     fit_beta,
+    iterate_mass,
+    log10_positive,
     predict_by_fold,
 )
+from .oracles import ORACLES, oracle_log_values
 from .response import background_rate, effective_area, observe_response
-from .stats import FoldStats, binned_median, fold_statistics
+from .stats import (
+    FoldStats,
+    aperture_error_growth,
+    best_fold_by_validation,
+    binned_median,
+    fold_statistics,
+    quadrature_growth,
+)
 
 #: The paper's numbers (Ntampaka et al. 2019, Sect. 3), shown beside this run's.
 PAPER = {
     "sigma": 0.051, "mu": -0.022, "best_sigma": 0.033, "best_mu": -0.027,
-    "subset_sigma": 0.041, "subset_mu": -0.036, "lx_percent": {0.03: 14.6, 0.05: 22.2},
+    "subset_sigma": 0.041, "subset_mu": -0.036, "best_subset_sigma": 0.025, "best_subset_mu": -0.021,
+    "lx_percent": {0.03: 14.6, 0.05: 22.2},
     # the percentages the paper quotes beside its sigmas
-    "sigma_percent": 11.6, "best_percent": 7.7, "subset_percent": 9.6,
+    "sigma_percent": 11.6, "best_percent": 7.7, "subset_percent": 9.6, "best_subset_percent": 5.7,
 }
 #: Temperature of the bremsstrahlung-like spectrum behind the counts-to-flux factor [keV].
 ECF_KT_KEV = 5.0
 _STAGES = ("catalog", "observe", "dataset", "train", "interpret")
-#: The catalog's L_X of the gas cells (0.15-1 and 0-1 R500c, 3D), where its source provides them.
-GAS_LX = {"core-excised": "lx_ce_erg_s", "core-included": "lx_ci_erg_s"}
 
 
 @dataclass
@@ -70,8 +82,9 @@ class RunData:
     map_view: int  # the view of the interpret stage's maps
     train: dict
     provenance: dict = field(default_factory=dict)  # stage -> its group attrs
-    #: L_X of the gas cells (3D apertures) by GAS_LX label, where the catalog source provides it
-    gas_lx: dict = field(default_factory=dict)
+    #: log10 of each oracle proxy measured on the gas cells (:mod:`hpcmass.report.oracles`), where the
+    #: catalog source provides it
+    oracles: dict = field(default_factory=dict)
 
 
 def read_run(store, params) -> RunData:
@@ -93,8 +106,7 @@ def read_run(store, params) -> RunData:
         train={"epoch_chosen": pred.epoch_chosen, "epochs_trained": pred.epochs_trained,
                "criteria_met": pred.criteria_met, "history": pred.history},
         provenance={s: stage_attrs(store, s) for s in _STAGES},
-        gas_lx={label: np.where(v > 0, v, np.nan) for label, k in GAS_LX.items() if k in cat.columns
-                for v in [cat.columns[k]] if np.any(v > 0)},
+        oracles=oracle_log_values(cat.columns),
     )
 
 
@@ -103,24 +115,31 @@ def read_run(store, params) -> RunData:
 
 @dataclass
 class LxResult:
-    errors: tuple[float, ...]  # 0 (exact R500c), then report.lx_aperture_errors
-    net_counts: np.ndarray  # (clusters, axes, apertures)
+    variants: list[ApertureVariant]  # the last axis of every array below
+    net_counts: np.ndarray  # (clusters, axes, variants)
     covered: np.ndarray
     extrapolated: np.ndarray
     lx: np.ndarray  # erg/s
     pred: np.ndarray  # log10 M from the fold's L_X-M relation
-    slopes: dict  # aperture error -> {fold: slope}
+    slopes: dict  # variant key -> {fold: slope}
+    iterations: np.ndarray  # (clusters, axes) of the iterated aperture; 0 where it did not converge
     background_per_pixel: float
     erg_cm2_per_count: float
-    gas_pred: dict = field(default_factory=dict)  # GAS_LX label -> (clusters, 1) log10 M
+
+
+def _training_masks(data: RunData) -> dict[int, np.ndarray]:
+    """Fold k -> boolean mask of its training clusters."""
+    n = len(data.log_m)
+    return {k: np.isin(np.arange(n), split(data.fold, k, data.n_folds)[0]) for k in range(data.n_folds)}
 
 
 def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]:
-    """Core-excised L_X of every projection for each aperture error, and its L_X-M mass estimates."""
+    """Core-excised L_X of every projection in each aperture variant, and its L_X-M mass estimates."""
     from astropy.cosmology import Planck15
 
     rp, obs = params.report, data.observe
-    errors = (0.0, *rp.lx_aperture_errors)
+    variants = aperture_variants(rp.lx_aperture_errors)
+    fixed = [v for v in variants if v.moves != "iterated"]
     z = float(obs.get("redshift", params.observe.redshift))
     exposure_s = 1e3 * float(obs.get("exposure_ks", params.observe.exposure_ks))
     emin, emax = params.observe.emin_kev, params.observe.emax_kev
@@ -132,37 +151,65 @@ def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]
     r500_pix = data.r500c_kpc / float(obs["pixel_kpc"])
     draws = aperture_draws(params.run.seed, data.cluster_id)
     n, n_axes = data.projections.shape[:2]
-    shape = (n, n_axes, len(errors))
-    net, covered, extra = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    shape = (n, n_axes, len(variants))
+    net, covered, extra = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     half = data.projections.shape[-1] / 2.0
+
+    def measure(i, a, e, r_in, r_out, betas):
+        # one beta-model fit per image and inner radius serves every aperture that leaves the image
+        if r_out > half and r_in not in betas:
+            betas[r_in] = fit_beta(data.projections[i, a].astype(np.float64), r_in, bkg)
+        ap = annulus_counts(data.projections[i, a].astype(np.float64), r_in, r_out, bkg, beta=betas.get(r_in))
+        net[i, a, e], covered[i, a, e], extra[i, a, e] = ap.net_counts, ap.covered, ap.extrapolated
+        return ap.net_counts
+
     for i in range(n):
-        r_in = rp.lx_inner_r500c * r500_pix[i]
-        r_out = [rp.lx_outer_r500c * r500_pix[i] * (1.0 + err * draws[i]) for err in errors]
+        radii = [aperture_radii(v, r500_pix[i], draws[i], rp.lx_inner_r500c, rp.lx_outer_r500c) for v in fixed]
         for a in range(n_axes):
-            image = data.projections[i, a].astype(np.float64)
-            # one beta-model fit per image serves every aperture that leaves it
-            beta = fit_beta(image, r_in, bkg) if max(r_out) > half else None
-            for e, r in enumerate(r_out):
-                ap = annulus_counts(image, r_in, r, bkg, beta=beta)
-                net[i, a, e], covered[i, a, e], extra[i, a, e] = ap.net_counts, ap.covered, ap.extrapolated
-    lx = counts_to_luminosity(net, exposure_s, ecf, d_l)
-    train_of = {k: np.isin(np.arange(n), split(data.fold, k, data.n_folds)[0]) for k in range(data.n_folds)}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        log_lx = np.where(lx > 0, np.log10(np.where(lx > 0, lx, 1.0)), np.nan)
+            betas = {}
+            for e, (r_in, r_out) in enumerate(radii):
+                measure(i, a, e, r_in, r_out, betas)
+    train_of = _training_masks(data)
+    log_lx = log10_positive(counts_to_luminosity(net, exposure_s, ecf, d_l))
     pred = np.full(shape, np.nan)
-    slopes = {}
-    for e, err in enumerate(errors):
-        pred[..., e], fits = predict_by_fold(log_lx[..., e], data.log_m, data.fold, train_of)
-        slopes[err] = {k: f.slope for k, f in fits.items()}
-    gas_pred = {}
-    for label, values in data.gas_lx.items():
-        gas_pred[label], fits = predict_by_fold(np.log10(values), data.log_m, data.fold, train_of)
-        slopes[f"gas {label}"] = {k: f.slope for k, f in fits.items()}
+    slopes, relations = {}, {}
+    for e, v in enumerate(fixed):
+        pred[..., e], relations[v.key] = predict_by_fold(log_lx[..., e], data.log_m, data.fold, train_of)
+        slopes[v.key] = {k: f.slope for k, f in relations[v.key].items()}
+
+    # Truth-free: each test projection's aperture follows the mass its own L_X gives through its fold's
+    # exact-aperture relation. R500c^3 / M500c is one constant (3 / (4 pi 500 rho_crit)) for the whole
+    # snapshot, read off the catalogue.
+    e = len(fixed)
+    k_r = float(np.median(r500_pix**3 / 10.0**data.log_m))
+
+    def log_lx_within(i, a):
+        betas = {}
+        return lambda r500: log10_positive(counts_to_luminosity(measure(
+            i, a, e, *aperture_radii(variants[0], r500, 0.0, rp.lx_inner_r500c, rp.lx_outer_r500c), betas),
+            exposure_s, ecf, d_l))
+
+    iterations = np.zeros((n, n_axes), dtype=np.int16)
+    for k, relation in relations["exact"].items():
+        start = float(np.median(data.log_m[train_of[k]]))
+        for i in np.flatnonzero(data.fold == k):
+            for a in range(n_axes):
+                res = iterate_mass(log_lx_within(i, a), relation, lambda log_m: np.cbrt(k_r * 10.0**log_m), start)
+                pred[i, a, e] = res.log_m
+                iterations[i, a] = res.iterations if res.converged else 0
+    slopes["iterated"] = slopes["exact"]
+    lx = counts_to_luminosity(net, exposure_s, ecf, d_l)
     notes = {"arf": resp.arf.name, "background_file": resp.bkgnd.name if resp.bkgnd else None,
              "background_rate_arcmin2": rate, "foreground": resp.foreground, "redshift": z,
              "luminosity_distance_cm": d_l, "exposure_s": exposure_s, "band_kev": [emin, emax],
-             "ecf_kt_kev": ECF_KT_KEV, "non_positive": int((lx <= 0).sum())}
-    return LxResult(errors, net, covered, extra, lx, pred, slopes, bkg, ecf, gas_pred), notes
+             "ecf_kt_kev": ECF_KT_KEV, "non_positive": int((lx[..., 0] <= 0).sum())}
+    return LxResult(variants, net, covered, extra, lx, pred, slopes, iterations, bkg, ecf), notes
+
+
+def oracle_predictions(data: RunData) -> dict[str, np.ndarray]:
+    """(clusters, 1) log10 M of every oracle through the same cross-validated power law as L_X."""
+    train_of = _training_masks(data)
+    return {key: predict_by_fold(log_x, data.log_m, data.fold, train_of)[0] for key, log_x in data.oracles.items()}
 
 
 # --- the whole report --------------------------------------------------------------------------
@@ -195,7 +242,7 @@ def draw_figures(data: RunData, cnn: FoldStats, lx_stats: dict, lx: LxResult, tr
     files["fig3"] = figures.figure3(data.log_m, data.pred, data.fold, cnn.all, out / "fig3_pred_vs_true.png",
                                     binned).name
     delta = data.pred - data.log_m[:, None]
-    band = [(f"{100 * err:g}%", lx_stats[err].all) for err in lx.errors if err > 0]
+    band = [(f"{100 * v.error:g}%", lx_stats[v.key].all) for v in lx.variants if v.moves == "whole"]
     files["fig4"] = figures.figure4(delta.ravel(), delta[data.fold == cnn.best_fold].ravel(), cnn, band,
                                     out / "fig4_residual_pdf.png").name
     typical, outlier = _examples(data, order)
@@ -256,17 +303,16 @@ def training_summary(data: RunData, params) -> dict:
             "output_bias": tp.output_bias, "folds": folds}
 
 
-def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
-    """One row per cluster: truth, fold, its views' predictions, L_X and its L_X mass, off-centre views,
-    the trained CNN's core response and the mean Delta log M of occluding each region with each fill."""
+def write_clusters_csv(data: RunData, lx: LxResult, oracle_pred: dict, path: Path) -> None:
+    """One row per cluster: truth, fold, its views' predictions, L_X and the L_X mass of each aperture,
+    the oracles and their masses, off-centre views, the trained CNN's core response and the mean
+    Delta log M of occluding each region with each fill."""
     with np.errstate(invalid="ignore"):
         lx_exact = np.nanmean(np.where(lx.lx[..., 0] > 0, lx.lx[..., 0], np.nan), axis=1)
-        lx_mass = np.nanmean(lx.pred[..., 0], axis=1)
+        lx_mass = np.nanmean(lx.pred, axis=1)  # (clusters, variants)
     header = ["cluster_id", "log_m500c_true", "fold", "pred_mean", "pred_median", "pred_std", "delta_mean",
-              "lx_ce_image_erg_s", "lx_annulus_covered", "lx_pred_log_m500c"]
-    gas = "core-excised" in data.gas_lx
-    if gas:
-        header += ["lx_ce_gas_erg_s", "lx_ce_gas_pred_log_m500c"]
+              "lx_ce_image_erg_s", "lx_annulus_covered"] + [f"lx_{v.key}_pred_log_m500c" for v in lx.variants]
+    header += [f"log_{key}" for key in oracle_pred] + [f"oracle_{key}_pred_log_m500c" for key in oracle_pred]
     responses = core_responses(data.interpret, data.interpret_attrs)
     shifts = occlusion_shifts(data.interpret, data.interpret_attrs)
     header += ["off_centre_views", "core_response_cnn"] + [f"occlusion_{name}_{fill}_dlogm" for name, by_fill in
@@ -278,12 +324,35 @@ def write_clusters_csv(data: RunData, lx: LxResult, path: Path) -> None:
             p = data.pred[i]
             row = [int(data.cluster_id[i]), f"{data.log_m[i]:.4f}", int(data.fold[i]), f"{np.mean(p):.4f}",
                    f"{np.median(p):.4f}", f"{np.std(p):.4f}", f"{np.mean(p) - data.log_m[i]:+.4f}",
-                   f"{lx_exact[i]:.4e}", f"{np.mean(lx.covered[i, :, 0]):.3f}", f"{lx_mass[i]:.4f}"]
-            if gas:
-                row += [f"{data.gas_lx['core-excised'][i]:.4e}", f"{lx.gas_pred['core-excised'][i, 0]:.4f}"]
+                   f"{lx_exact[i]:.4e}", f"{np.mean(lx.covered[i, :, 0]):.3f}"]
+            row += [f"{m:.4f}" for m in lx_mass[i]]
+            row += [f"{data.oracles[key][i]:.4f}" for key in oracle_pred]
+            row += [f"{pred[i, 0]:.4f}" for pred in oracle_pred.values()]
             row += [int(data.interpret["off_centre"][i].sum()), f"{responses['cnn'][i]:.4g}"]
             row += [f"{np.nanmean(d[i]):+.4f}" for by_fill in shifts.values() for d in by_fill.values()]
             w.writerow(row)
+
+
+def aperture_growth(data: RunData, lx: LxResult, params) -> dict:
+    """How much scatter each way of erring on R500c adds per unit of error (:func:`aperture_error_growth`,
+    between the two largest errors), beside the paper's, which its 14.6% and 22.2% at 3% and 5% imply."""
+    rp = params.report
+    errors = sorted(set(rp.lx_aperture_errors))
+    paper = quadrature_growth(PAPER["lx_percent"][0.03], PAPER["lx_percent"][0.05], 3.0, 5.0)
+    out = {"paper": {"k": paper[0], "s0_percent": paper[1], "errors_percent": [3.0, 5.0]}}
+    if len(errors) < 2:
+        return out
+    index = {v.key: e for e, v in enumerate(lx.variants)}
+    delta = lx.pred - data.log_m[:, None, None]
+    log_lx = log10_positive(lx.lx)
+    for moves in ("outer", "whole"):
+        small, large = (index[f"{moves}_{err:g}"] for err in errors[-2:])
+        out[moves] = aperture_error_growth(delta[..., small], delta[..., large], *errors[-2:], rp.bootstrap_resamples,
+                                           params.run.seed)
+        # how far the largest error moves a projection's L_X: what any growth has to come from
+        out[moves]["median_abs_dln_lx_percent"] = float(
+            100 * np.log(10.0) * np.nanmedian(np.abs(log_lx[..., large] - log_lx[..., index["exact"]])))
+    return out
 
 
 def build_report(data: RunData, params, out: Path, provenance_self: dict,
@@ -296,25 +365,36 @@ def build_report(data: RunData, params, out: Path, provenance_self: dict,
     out.mkdir(parents=True, exist_ok=True)
     rp = params.report
     seed = params.run.seed
-    cnn = fold_statistics(data.pred, data.log_m, data.fold, rp.subset_log_m500c, rp.bootstrap_resamples, seed)
-    lx, lx_notes = measure_lx(data, params, approx_dir)
-    lx_stats = {err: fold_statistics(lx.pred[..., e], data.log_m, data.fold, rp.subset_log_m500c,
-                                     rp.bootstrap_resamples, seed) for e, err in enumerate(lx.errors)}
-    gas_stats = {label: fold_statistics(pred, data.log_m, data.fold, rp.subset_log_m500c, rp.bootstrap_resamples,
-                                        seed).as_dict() for label, pred in lx.gas_pred.items()}
     training = training_summary(data, params)
+    history = data.train["history"]["val_loss"]
+    best = best_fold_by_validation(history, data.train["epoch_chosen"])
+
+    def fit(pred):  # every estimator on the same clusters, folds, best fold and bootstrap seed
+        return fold_statistics(pred, data.log_m, data.fold, rp.subset_log_m500c, best, rp.bootstrap_resamples, seed)
+
+    cnn = fit(data.pred)
+    lx, lx_notes = measure_lx(data, params, approx_dir)
+    lx_stats = {v.key: fit(lx.pred[..., e]) for e, v in enumerate(lx.variants)}
+    oracle_pred = oracle_predictions(data)
+    oracles = {o.key: {**fit(oracle_pred[o.key]).as_dict(), "label": o.text} for o in ORACLES if o.key in oracle_pred}
     interp = interpretation_summary(data, params)
     files = draw_figures(data, cnn, lx_stats, lx, training, interp, params, out)
-    write_clusters_csv(data, lx, out / "clusters.csv")
+    write_clusters_csv(data, lx, oracle_pred, out / "clusters.csv")
     summary = {
         "cnn": cnn.as_dict(),
-        "lx_image": {f"{err:g}": s.as_dict() for err, s in lx_stats.items()},
-        "lx_gas": gas_stats,
+        "best_fold_rule": "the lowest validation loss at the kept epoch (the same fold for every estimator)",
+        "lx_image": {v.key: {**lx_stats[v.key].as_dict(), "label": v.label, "moves": v.moves, "error": v.error}
+                     for v in lx.variants},
+        "lx_aperture_growth": aperture_growth(data, lx, params),
+        "oracles": oracles,
         "lx_notes": {**lx_notes, "erg_cm2_per_count": lx.erg_cm2_per_count,
                      "background_per_pixel": lx.background_per_pixel,
                      "median_covered": float(np.median(lx.covered[..., 0])),
                      "fraction_extrapolated": float(np.mean(lx.extrapolated[..., 0] != 0)),
-                     "slopes": {str(k): v for k, v in lx.slopes.items()}},
+                     "iterated_converged": float(np.mean(lx.iterations[np.isfinite(lx.pred[..., -1])] > 0)),
+                     "iterated_median_iterations": float(np.median(lx.iterations[lx.iterations > 0]))
+                     if (lx.iterations > 0).any() else float("nan"),
+                     "slopes": lx.slopes},
         "training": training,
         "interpretation": interp,
         "examples": files.pop("_examples"),

@@ -121,7 +121,7 @@ def figure4(delta_all: np.ndarray, delta_best: np.ndarray, stats: FoldStats,
                   f"μ = {stats.all.mu:+.3f}±{stats.all.mu_err:.3f}")
     best = stats.per_fold[stats.best_fold]
     ax.hist(d_best, bins=bins, density=True, histtype="step", color="tab:pink", lw=1.6,
-            label=f"best fold ({stats.best_fold})")
+            label=f"best fold ({stats.best_fold}: lowest validation loss)")
     ax.plot(x, _gauss(x, best.mu, best.sigma), "--", color="tab:purple", lw=1.4,
             label=f"best-fold fit: σ = {best.sigma:.3f}, μ = {best.mu:+.3f}")
     ax.set_xlim(-span, span)

@@ -3,9 +3,14 @@
 Counts in the annulus inner-outer x R500c (0.15-1 in the paper) about the image centre, minus the
 expected background, are converted to a luminosity with one band-averaged counts-to-flux factor
 and the luminosity distance. Where the annulus runs off the image, a beta model fitted to the
-image beyond the inner radius supplies the missing counts. The paper's "outer aperture with a 3% / 5% error with R500" is
-modelled as a Gaussian error of that fraction on the outer radius of each cluster. A power law
-log M = a + b (log L - pivot) fitted to each fold's training clusters predicts its test clusters.
+image beyond the inner radius supplies the missing counts. A power law log M = a + b (log L - pivot)
+fitted to each fold's training clusters predicts its test clusters.
+
+The paper's "outer aperture with a 3% / 5% error with R500" can be read two ways, so both are
+measured (:func:`aperture_variants`): a Gaussian error of that fraction on the outer radius alone,
+or on R500c itself, which moves the whole aperture as an observer's R500c estimate would. A third,
+truth-free variant needs no R500c at all: each test cluster's aperture is iterated from the mass its
+own L_X gives through its fold's relation (:func:`iterate_mass`), as an observer without a mass would.
 """
 
 from __future__ import annotations
@@ -128,6 +133,13 @@ def counts_to_luminosity(counts: np.ndarray, exposure_s: float, erg_cm2_per_coun
     return 4.0 * np.pi * luminosity_distance_cm**2 * np.asarray(counts) / exposure_s * erg_cm2_per_count
 
 
+def log10_positive(x) -> np.ndarray:
+    """log10 of ``x`` where it is positive, NaN elsewhere (no counts, no luminosity, no mass)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
+
+
 def aperture_draws(seed: int, clusters: np.ndarray) -> np.ndarray:
     """One standard-normal draw per cluster, keyed by the cluster: the direction of its R500c error.
 
@@ -136,6 +148,75 @@ def aperture_draws(seed: int, clusters: np.ndarray) -> np.ndarray:
     from ..seeding import rng
 
     return np.array([rng(seed, "report", "lx_aperture", int(c)).standard_normal() for c in clusters])
+
+
+@dataclass(frozen=True)
+class ApertureVariant:
+    """How a test cluster's L_X aperture is placed: ``moves`` is "none" (the true R500c), "outer"
+    (a fractional R500c ``error`` on the outer radius only), "whole" (on R500c, both radii) or
+    "iterated" (R500c from the mass the cluster's own L_X gives, no truth)."""
+
+    key: str
+    moves: str
+    error: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return {"none": "exact R500c", "outer": f"{100 * self.error:g}% R500c error on the outer radius",
+                "whole": f"{100 * self.error:g}% R500c error on the whole aperture",
+                "iterated": "R500c iterated from its own L_X"}[self.moves]
+
+
+def aperture_variants(errors) -> list[ApertureVariant]:
+    """The exact aperture, each error on the outer radius and on the whole aperture, and the iterated one."""
+    return ([ApertureVariant("exact", "none")]
+            + [ApertureVariant(f"{moves}_{e:g}", moves, float(e)) for moves in ("outer", "whole") for e in errors]
+            + [ApertureVariant("iterated", "iterated")])
+
+
+def aperture_radii(variant: ApertureVariant, r500: float, draw: float, inner: float,
+                   outer: float) -> tuple[float, float]:
+    """(inner, outer) radius of the annulus, in the units of ``r500``, for a cluster whose R500c error
+    has the standard-normal direction ``draw`` (:func:`aperture_draws`)."""
+    scale = 1.0 + variant.error * draw
+    if variant.moves == "outer":
+        return inner * r500, outer * r500 * scale
+    if variant.moves == "whole":
+        return inner * r500 * scale, outer * r500 * scale
+    if variant.moves == "none":
+        return inner * r500, outer * r500
+    raise ValueError(f"the {variant.key!r} aperture has no fixed radii (it is iterated)")
+
+
+@dataclass(frozen=True)
+class Iterated:
+    log_m: float  # NaN when an aperture had no net counts
+    log_lx: float
+    r500: float
+    iterations: int
+    converged: bool
+
+
+def iterate_mass(log_lx_within, relation, r500_of, log_m_start: float, tol: float = 1e-4,
+                 max_iter: int = 50) -> Iterated:
+    """The fixed point of M -> relation(log L_X within the aperture of R500c(M)): the truth-free mass.
+
+    ``log_lx_within(r500)`` measures log L_X (NaN if not positive) in the aperture scaled to ``r500``;
+    ``relation(log_lx)`` is the fold's L_X-M power law; ``r500_of(log_m)`` the R500c of a mass.
+    Converged when log M moves by less than ``tol`` dex.
+    """
+    log_m = float(log_m_start)
+    for it in range(1, max_iter + 1):
+        r500 = float(r500_of(log_m))
+        log_lx = float(log_lx_within(r500))
+        new = float(relation(log_lx))
+        if not np.isfinite(new):
+            return Iterated(float("nan"), log_lx, r500, it, False)
+        done = abs(new - log_m) < tol
+        log_m = new
+        if done:
+            return Iterated(log_m, log_lx, r500, it, True)
+    return Iterated(log_m, log_lx, r500, max_iter, False)
 
 
 @dataclass(frozen=True)

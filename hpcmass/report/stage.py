@@ -1,4 +1,4 @@
-"""The report stage: statistics, the L_X baseline, the paper's figures, ``<workdir>/report/index.html``.
+"""The report stage: statistics, the L_X baseline and oracles, the paper's figures, ``<workdir>/report/index.html``.
 
 The report is one unit of work done by rank 0; other ranks (when launched in an MPI job) only
 take part in opening and closing the store. The L_X measurements go into the store's ``report``
@@ -27,6 +27,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     log = log or get_logger(comm)
     workdir = Path(workdir)
     from .build import build_report, read_run
+    from .lx import aperture_variants
 
     with Store.read(workdir) as s:
         for stage in _NEEDS:
@@ -38,9 +39,11 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     out = stage_dir(workdir, "report")
     with Store.open_stage(workdir, params, "report", comm, n_units=1, unit="report",
                           restart_from=restart_from, log=log) as st:
-        dims = dict(clusters=n, axes=n_axes, apertures=1 + len(params.report.lx_aperture_errors))
+        variants = [v.key for v in aperture_variants(params.report.lx_aperture_errors)]
+        dims = dict(clusters=n, axes=n_axes, apertures=len(variants))
         ds = {name: st.require(name, **dims) for name in ("lx_net_counts", "lx_covered", "lx_erg_s",
                                                            "lx_pred_log_m500c")}
+        st.set_attrs(lx_apertures=variants)
 
         def build() -> str | None:
             try:

@@ -86,7 +86,7 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "profile_p16": (("iterations", "bins"), "f4", "16th percentile of the profiles"),
         "profile_p84": (("iterations", "bins"), "f4", "84th percentile of the profiles"),
     },
-    "report": {  # unit: the report (one); "apertures" = exact R500c, then each report.lx_aperture_errors
+    "report": {  # unit: the report (one); "apertures": the L_X aperture variants named by the lx_apertures attr
         "lx_net_counts": (("clusters", "axes", "apertures"), "f8", "background-subtracted counts in the L_X annulus"),
         "lx_covered": (("clusters", "axes", "apertures"), "f4", "fraction of the L_X annulus inside the image"),
         "lx_erg_s": (("clusters", "axes", "apertures"), "f8", "core-excised L_X from the image [erg/s]"),
@@ -161,7 +161,10 @@ ATTRS: dict[str, dict[str, str]] = {
                            "fold's training clusters), own_profile (the view's own, the noise floor)",
         "occlusion_profile_bin_r500c": "radial bin of the profiles that fill occluded regions [R500c]",
     },
-    "report": {},
+    "report": {
+        "lx_apertures": "keys of the apertures axis: exact, outer_<error>..., whole_<error>..., iterated "
+                        "(hpcmass.report.lx.aperture_variants)",
+    },
 }
 
 #: Unit states in ``/<stage>/done``.
