@@ -131,7 +131,7 @@ def _aperture_effect(s: dict) -> str:
                    f"entered; its growth needs more than the aperture’s placement.")
     else:
         closest = min(readings, key=lambda m: abs(readings[m]["k"] - paper["k"]))
-        verdict = f"The paper’s growth is nearest to the error {names[closest]}, below both intervals."
+        verdict = f"The paper’s growth lies outside both intervals, nearest to the error {names[closest]}."
     return f"{text} Here, between {e_s:g}% and {e_l:g}% (68% intervals): {here}. {verdict}"
 
 
