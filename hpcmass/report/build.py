@@ -155,20 +155,20 @@ def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]
     net, covered, extra = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     half = data.projections.shape[-1] / 2.0
 
-    def measure(i, a, e, r_in, r_out, betas):
+    def measure(image, i, a, e, r_in, r_out, betas):
         # one beta-model fit per image and inner radius serves every aperture that leaves the image
         if r_out > half and r_in not in betas:
-            betas[r_in] = fit_beta(data.projections[i, a].astype(np.float64), r_in, bkg)
-        ap = annulus_counts(data.projections[i, a].astype(np.float64), r_in, r_out, bkg, beta=betas.get(r_in))
+            betas[r_in] = fit_beta(image, r_in, bkg)
+        ap = annulus_counts(image, r_in, r_out, bkg, beta=betas.get(r_in))
         net[i, a, e], covered[i, a, e], extra[i, a, e] = ap.net_counts, ap.covered, ap.extrapolated
         return ap.net_counts
 
     for i in range(n):
         radii = [aperture_radii(v, r500_pix[i], draws[i], rp.lx_inner_r500c, rp.lx_outer_r500c) for v in fixed]
         for a in range(n_axes):
-            betas = {}
+            image, betas = data.projections[i, a].astype(np.float64), {}
             for e, (r_in, r_out) in enumerate(radii):
-                measure(i, a, e, r_in, r_out, betas)
+                measure(image, i, a, e, r_in, r_out, betas)
     train_of = _training_masks(data)
     log_lx = log10_positive(counts_to_luminosity(net, exposure_s, ecf, d_l))
     pred = np.full(shape, np.nan)
@@ -184,9 +184,9 @@ def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]
     k_r = float(np.median(r500_pix**3 / 10.0**data.log_m))
 
     def log_lx_within(i, a):
-        betas = {}
+        image, betas = data.projections[i, a].astype(np.float64), {}
         return lambda r500: log10_positive(counts_to_luminosity(measure(
-            i, a, e, *aperture_radii(variants[0], r500, 0.0, rp.lx_inner_r500c, rp.lx_outer_r500c), betas),
+            image, i, a, e, *aperture_radii(variants[0], r500, 0.0, rp.lx_inner_r500c, rp.lx_outer_r500c), betas),
             exposure_s, ecf, d_l))
 
     iterations = np.zeros((n, n_axes), dtype=np.int16)

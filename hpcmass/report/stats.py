@@ -191,7 +191,7 @@ def median_interval(per_cluster: np.ndarray, n_resamples: int = 1000, seed: int 
         return Interval(nan, nan, nan, 0)
     if v.size == 1:
         return Interval(float(v[0]), nan, nan, 1)
-    res = stats.bootstrap((v,), np.median, n_resamples=n_resamples, method="percentile", confidence_level=0.68,
+    res = stats.bootstrap((v,), np.median, n_resamples=n_resamples, method="percentile", confidence_level=INTERVAL,
                           rng=np.random.default_rng(seed))
     return Interval(float(np.median(v)), float(res.confidence_interval.low), float(res.confidence_interval.high),
                     int(v.size))
