@@ -47,19 +47,25 @@ class CatalogParams(Section):
     #: TNG simulation and snapshot (99 = z=0) that `hpcmass fetch-tng` downloads and source=tng300 reads.
     tng_simulation: str = "TNG300-1"
     tng_snapshot: Annotated[int, Field(ge=0, le=99)] = 99
+    #: Synthetic population: "realistic" (disturbed clusters with secondary haloes and offset gas
+    #: peaks, density fluctuations, continuous cores; hpcmass/catalog/physics.py) or "smooth", the
+    #: population of runs made before it (every cell on its smooth profile).
+    generator: Literal["realistic", "smooth"] = "realistic"
     # Synthetic sample (source=synthetic). Masses: the halo mass function (colossus tinker08, 500c) or
     # flat in log M; periodic box of TNG300's side [ckpc/h].
     mass_function: Literal["tinker08", "flat"] = "tinker08"
     box_size_ckpch: Annotated[float, Field(ge=1e3, le=1e7)] = 205_000.0
-    #: Gas cell mass [Msun] (TNG300-1: 1.1e7); clusters that would need more than max_gas_cells get
-    #: proportionally heavier cells; the cutout reaches r_max_r500 x R500c.
+    #: Gas cell mass [Msun] (TNG300-1: 1.1e7); the cutout reaches r_max_r500 x R500c. A cluster that
+    #: would need more than max_gas_cells cells stops the realistic generator (one cell mass for all,
+    #: as in TNG) and gets proportionally heavier cells in the smooth one.
     cell_mass_msun: Annotated[float, Field(ge=1e5, le=1e12)] = 1.1e7
     max_gas_cells: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 20_000_000
     r_max_r500: Annotated[float, Field(ge=1.0, le=5.0)] = 2.0
-    #: Population: share of strong cool cores, log-normal scatter of f_gas(<R500) and of c500,
+    #: Population: share of strong cool cores, log-normal scatter of f_gas(<R500) (unset: 0.05 for
+    #: realistic, above 10^14 Msun and growing towards groups; 0.07 for smooth) and of c500,
     #: mean number of infalling gas-rich groups, share of clusters placed across a box face.
     cool_core_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
-    f_gas_scatter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.07
+    f_gas_scatter: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     concentration_scatter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     substructure_mean: Annotated[float, Field(ge=0.0, le=50.0)] = 3.0
     edge_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1

@@ -3,8 +3,11 @@
 Cells are equal-mass like Arepo's (target ``cell_mass``), placed by inverse-CDF sampling of
 the gas mass profile in ellipsoidal radius, then stretched to the cluster's triaxial shape and
 rotated; each cell carries the model's density, temperature and metallicity at its place.
-A cluster whose gas would need more than ``max_cells`` cells gets proportionally heavier
-cells, which bounds the cost of the biggest clusters in the observe stage.
+The smooth population gives a cluster that would need more than ``max_cells`` cells
+proportionally heavier cells (bounding the biggest clusters' cost, but a mass tell: TNG's cell
+mass is one for all); the realistic one keeps one cell mass and refuses such a sample up front
+(:func:`check_one_cell_mass`). It also moves the atmosphere by the gas peak offset and gives each
+atmosphere cell its isobaric log-normal density fluctuation (physics.fluctuation_mean).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..constants import K_B_ERG_K, KEV_ERG, KPC_CM, M_P_G, MSUN_G
+from ..errors import ParamsError
 from ..seeding import rng
 from . import physics as ph
 from . import tng
@@ -54,10 +58,26 @@ def cell_plan(m: ph.ClusterModel, prof: ph.Profiles, res: Resolution) -> CellPla
     """How many cells of which mass: a pure function of the model, so costs are known up front."""
     smooth = smooth_gas_within(prof, res.r_max * m.r500)
     total = smooth + float(m.clump_mass.sum()) + m.sf_mass
-    cell = max(res.cell_mass, total / res.max_cells)
+    cell = res.cell_mass if m.generator == "realistic" else max(res.cell_mass, total / res.max_cells)
     return CellPlan(cell_mass=cell, n_smooth=max(1, round(smooth / cell)),
                     n_clump=tuple(max(1, round(float(c) / cell)) for c in m.clump_mass),
                     n_sf=max(3, round(m.sf_mass / cell)))
+
+
+def check_one_cell_mass(models: list[ph.ClusterModel], plans: list[CellPlan], res: Resolution) -> None:
+    """Refuse a realistic sample whose biggest cluster needs more than ``max_cells`` cells.
+
+    Raises ParamsError naming the cluster and the two settings that fix it.
+    """
+    worst = max(range(len(plans)), key=lambda i: plans[i].total, default=None)
+    if worst is None or models[worst].generator != "realistic" or plans[worst].total <= res.max_cells:
+        return
+    need = res.cell_mass * plans[worst].total / res.max_cells
+    raise ParamsError(f"synthetic cluster {models[worst].index} (log10 M500c {models[worst].log_m500c:.2f}) needs "
+                      f"{plans[worst].total:,} gas cells of catalog.cell_mass_msun={res.cell_mass:.3g}, more than "
+                      f"catalog.max_gas_cells={res.max_cells:,}; the realistic generator keeps one cell mass for "
+                      f"all clusters: set catalog.cell_mass_msun >= {need:.3g} or catalog.max_gas_cells >= "
+                      f"{plans[worst].total:,}")
 
 
 def _isotropic(g, n):
@@ -80,12 +100,18 @@ def sample_cells(m: ph.ClusterModel, prof: ph.Profiles, res: Resolution, seed: i
     smooth = smooth_gas_within(prof, res.r_max * m.r500)
     n = plan.n_smooth
     r = np.exp(np.interp(g.uniform(size=n) * smooth, prof.m_gas, np.log(prof.r)))
-    pos = (r[:, None] * _isotropic(g, n) * np.asarray(m.axes)) @ m.rotation.T
+    pos = (r[:, None] * _isotropic(g, n) * np.asarray(m.axes)) @ m.rotation.T + m.gas_offset
     kt = prof.at("kt", r)
     xe = np.full(n, ph.XE_IONISED)
-    parts.append(dict(pos=pos, mass=np.full(n, smooth / n), rho=prof.at("rho", r), kt=kt,
-                      z=np.interp(r, prof.r, prof.z), xe=xe, sfr=np.zeros(n),
-                      v=g.normal(size=(n, 3)) * _sigma_turb(kt, xe, m.f_nt)[:, None]))
+    v = g.normal(size=(n, 3)) * _sigma_turb(kt, xe, m.f_nt)[:, None]
+    rho = prof.at("rho", r)
+    if m.generator == "realistic":
+        # Isobaric log-normal fluctuations from their own stream (the smooth draws stay as they were).
+        sigma = ph.ln_rho_sigma_at(m, r)
+        f = np.exp(sigma * rng(seed, "catalog", m.index, "cells", "fluctuations").normal(size=n) + 0.5 * sigma**2)
+        rho, kt = rho * f, kt / f
+    parts.append(dict(pos=pos, mass=np.full(n, smooth / n), rho=rho, kt=kt, z=np.interp(r, prof.r, prof.z), xe=xe,
+                      sfr=np.zeros(n), v=v))
 
     # Infalling groups: truncated beta = 2/3 spheres, own temperature, falling in at v_circ.
     for j, nc in enumerate(plan.n_clump):

@@ -13,6 +13,12 @@ Known offset: T_X follows M^0.58 like Arnaud et al. 2005 but at ~0.6-0.7 of thei
 for a given true mass (their masses are hydrostatic; here non-thermal support and cool
 infalling groups lower the spectroscopic-like temperature).
 
+``generator="realistic"`` (the default) adds what TNG clusters have and the smooth population
+lacks (:func:`realistic_overrides`): a disturbed population with a secondary halo and an offset
+gas peak, log-normal density fluctuations, continuous core radii with an inner cool-core
+component, wider beta, an f_gas scatter that grows towards groups, and the non-thermal share set
+to TNG's hydrostatic bias. ``"smooth"`` is the population before that, kept so old runs reproduce.
+
 Units here: physical kpc, Msun, keV, cm^-3, erg/s; z = 0, Planck 2015 (TNG's cosmology).
 Mass and length conversions use TNG's own unit constants, so yt reading the cutouts' headers
 gets exactly the numbers used here.
@@ -24,7 +30,7 @@ import atexit
 import functools
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
@@ -71,6 +77,51 @@ CLUMP_F_GAS = 0.10                # gas-rich infalling groups: M_sub = m_gas / 0
 CLUMP_RC, CLUMP_RT = 0.2, 0.7     # clump core and (stripping) truncation radius / its own R500
 SF_LOG_MASS = {True: (9.5, 10.5), False: (8.5, 9.5)}  # log10 star-forming gas mass, CC / NCC
 
+# --- the realistic population: what TNG-like clusters add to the smooth one -------------------
+
+GENERATORS = ("realistic", "smooth")
+#: Disturbed share at 10^13.5 and 10^15 Msun, linear in log M between: the unrelaxed fraction grows
+#: with mass in simulations (Roberts et al. 2019, arXiv:1909.08645; ~20-40% by the usual X-ray
+#: morphology cuts). Only non-cool-core clusters are disturbed (CC high, disturbed low: Pratt+2009).
+DISTURBED_FRACTION = ((13.5, 0.2), (15.0, 0.4))
+#: A disturbed cluster's secondary halo: mass ratio log-uniform 1:10-1:3, at 0.3-1 R500 from the
+#: potential minimum; its own V09 gas fraction, a beta = 2/3 core of 0.15 and truncation of 1
+#: of its own R500 (less stripped than the small infalling groups).
+SECONDARY_RATIO = (1.0 / 10.0, 1.0 / 3.0)
+SECONDARY_DISTANCE = (0.3, 1.0)
+SECONDARY_RC, SECONDARY_RT = 0.15, 1.0
+#: Gas peak offset from the potential minimum of a disturbed cluster, log-uniform, R500: X-ray
+#: peak-BCG offsets above ~0.02 R500 mark disturbed clusters (Sanderson, Edge & Smith 2009).
+GAS_OFFSET = (0.02, 0.1)
+#: Log-normal density fluctuations (isobaric) of the bulk gas, sigma of ln rho: 0.15 at the centre
+#: (Zhuravleva et al. 2013: FWHM of the bulk log-density PDF ~0.15 dex at the centre, growing to
+#: ~0.5 dex at 2 R500) and, at R500, sqrt(ln C) for a clumping factor C drawn uniformly in the
+#: range below; with the infalling groups the total C at R500 is 1.3-1.5 (Nagai & Lau 2011).
+LN_RHO_SIGMA_CENTRE = 0.15
+CLUMPING_R500 = (1.15, 1.35)
+#: Core radius / R500, log-uniform (V06 fits span ~0.03-0.22 R500), cool cores in the lower part;
+#: V06's second, inner beta component in cool cores: core U(0.005, 0.03) R500, beta 1, and
+#: (at its core radius) U(0.1, 0.5) of the main term. The cusp is milder than the smooth
+#: population's because the inner term now carries part of the central excess.
+RC_REALISTIC = {True: (0.04, 0.12), False: (0.10, 0.22)}
+RC2 = (0.005, 0.03)
+BETA2 = 1.0
+INNER_AMPLITUDE = (0.1, 0.5)
+ALPHA_CC_REALISTIC = (0.1, 0.5)
+#: V06 beta: 16-84% of their fits span 0.49-0.72, i.e. sigma ~0.1.
+BETA_REALISTIC = (0.60, 0.10, 0.40, 0.90)
+#: Thermal pressure short of hydrostatic by TNG300's X-ray hydrostatic bias (masses ~15% low:
+#: Aldas et al. 2026, arXiv:2606.21495), as mean, sigma, clip of the non-thermal share.
+F_NT_REALISTIC = (0.15, 0.07, 0.0, 0.4)
+#: Default ln f_gas scatter (catalog.f_gas_scatter unset): the smooth population's, and the
+#: realistic one's above 10^14 Msun.
+F_GAS_SCATTER = {"smooth": 0.07, "realistic": 0.05}
+#: ln f_gas scatter: the configured value above 10^14 Msun (TNG: ~5% for M500c > 1e14, Aljamal et
+#: al. 2025), growing linearly in log M to this multiple of it at 10^13.5, where AGN feedback empties
+#: groups unevenly (the running of Farahi et al. 2018, BAHAMAS: ~0.15-0.2 in ln at group scale,
+#: read from their figures, not a tabulated value).
+F_GAS_SCATTER_GROUP = (13.5, 14.0, 3.5)
+
 
 @dataclass(frozen=True, eq=False)
 class ClusterModel:
@@ -101,6 +152,14 @@ class ClusterModel:
     clump_rt: np.ndarray              # kpc, truncation
     clump_kt: np.ndarray              # keV
     sf_mass: float                    # star-forming gas, Msun
+    # The realistic population only (see realistic_overrides); the smooth one keeps these defaults.
+    generator: str = "smooth"
+    disturbed: bool = False
+    n_secondary: int = 0              # the first n clumps are a secondary halo, not infalling groups
+    gas_offset: np.ndarray = field(default_factory=lambda: np.zeros(3))  # kpc, gas centre - potential minimum
+    ln_rho_sigma: tuple[float, float] = (0.0, 0.0)  # log-normal density fluctuations at the centre, at R500
+    rc2: float = 0.0                  # V06 inner component: core radius (kpc), amplitude at rc2
+    inner: float = 0.0
 
 
 # --- cosmology and mass function -------------------------------------------------------------
@@ -192,8 +251,15 @@ def kt_arnaud05(m500):
 
 def draw_cluster(seed: int, k: int, *, mass_function: str, log_m500c_min: float, log_m500c_max: float,
                  box_ckpch: float, cool_core_fraction: float, f_gas_scatter: float,
-                 concentration_scatter: float, substructure_mean: float, edge_fraction: float) -> ClusterModel:
-    """Draw cluster ``k``: all its properties come from ``rng(seed, "catalog", k)`` in a fixed order."""
+                 concentration_scatter: float, substructure_mean: float, edge_fraction: float,
+                 generator: str = "realistic") -> ClusterModel:
+    """Draw cluster ``k``: all its properties come from ``rng(seed, "catalog", k)`` in a fixed order.
+
+    The realistic generator then redraws what it changes from ``rng(seed, "catalog", k,
+    "realistic")``: both populations share masses, centres, shapes and infalling groups.
+    """
+    if generator not in GENERATORS:
+        raise ValueError(f"generator {generator!r} is not one of {GENERATORS}")
     g = rng(seed, "catalog", k)
     log_m = float(sample_log_m500c(g.uniform(), mass_function, log_m500c_min, log_m500c_max))
     m500 = 10.0**log_m
@@ -230,12 +296,65 @@ def draw_cluster(seed: int, k: int, *, mass_function: str, log_m500c_min: float,
     r500_sub = r500_kpc(clump_mass / CLUMP_F_GAS)
     clump_kt = np.maximum(kt_arnaud05(clump_mass / CLUMP_F_GAS), 0.5)
     sf_mass = 10.0 ** float(g.uniform(*SF_LOG_MASS[cool]))
-    return ClusterModel(
+    model = ClusterModel(
         index=k, log_m500c=log_m, m500=m500, r500=r500, c500=c500, f_gas=f_gas, cool_core=cool,
         alpha=alpha, rc=rc, beta=beta, rs=rs, eps=eps, f_nt=f_nt, z_out=z_out, z_peak=z_peak,
         z_scale=z_scale, axes=axes, rotation=rotation, center_ckpch=center, clump_mass=clump_mass,
         clump_offset=clump_offset, clump_rc=CLUMP_RC * r500_sub, clump_rt=CLUMP_RT * r500_sub, clump_kt=clump_kt,
         sf_mass=sf_mass)
+    if generator == "smooth":
+        return model
+    return replace(model, **realistic_overrides(rng(seed, "catalog", k, "realistic"), model, f_gas_scatter,
+                                                cool_core_fraction))
+
+
+def disturbed_fraction(log_m500c):
+    (m0, f0), (m1, f1) = DISTURBED_FRACTION
+    return np.interp(log_m500c, [m0, m1], [f0, f1])
+
+
+def f_gas_scatter_at(log_m500c, scatter: float):
+    """The realistic population's ln f_gas scatter at mass ``log_m500c`` (F_GAS_SCATTER_GROUP)."""
+    lo, hi, factor = F_GAS_SCATTER_GROUP
+    return scatter * np.interp(log_m500c, [lo, hi], [factor, 1.0])
+
+
+def _log_uniform(g: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(g.uniform(np.log(lo), np.log(hi))))
+
+
+def realistic_overrides(g: np.random.Generator, m: ClusterModel, f_gas_scatter: float,
+                        cool_core_fraction: float) -> dict:
+    """What the realistic population redraws for cluster ``m`` (constants above, each sourced)."""
+    cool = m.cool_core
+    f_gas = float(min(f_gas_v09(m.m500) * np.exp(g.normal(0.0, f_gas_scatter_at(m.log_m500c, f_gas_scatter))),
+                      0.9 * OMEGA_B / OMEGA_M))
+    # Disturbed among the non-cool cores, so that the overall share follows DISTURBED_FRACTION.
+    p_disturbed = float(disturbed_fraction(m.log_m500c)) / max(1.0 - cool_core_fraction, 1e-9)
+    disturbed = bool(not cool and g.uniform() < p_disturbed)
+    beta = float(np.clip(g.normal(*BETA_REALISTIC[:2]), *BETA_REALISTIC[2:]))
+    out = dict(
+        generator="realistic", f_gas=f_gas, beta=beta, disturbed=disturbed,
+        rc=_log_uniform(g, *RC_REALISTIC[cool]) * m.r500,
+        alpha=float(g.uniform(*ALPHA_CC_REALISTIC)) if cool else 0.0,
+        rc2=_log_uniform(g, *RC2) * m.r500 if cool else 0.0,
+        inner=float(g.uniform(*INNER_AMPLITUDE)) if cool else 0.0,
+        f_nt=float(np.clip(g.normal(*F_NT_REALISTIC[:2]), *F_NT_REALISTIC[2:])),
+        ln_rho_sigma=(LN_RHO_SIGMA_CENTRE, float(np.sqrt(np.log(g.uniform(*CLUMPING_R500))))),
+    )
+    if disturbed:
+        m_sec = m.m500 * _log_uniform(g, *SECONDARY_RATIO)
+        r500_sec = float(r500_kpc(m_sec))
+        offset = _isotropic(g, 1) * g.uniform(*SECONDARY_DISTANCE) * m.r500
+        out.update(
+            n_secondary=1,
+            gas_offset=_isotropic(g, 1)[0] * _log_uniform(g, *GAS_OFFSET) * m.r500,
+            clump_mass=np.concatenate([[f_gas_v09(m_sec) * m_sec], m.clump_mass]),
+            clump_offset=np.concatenate([offset, m.clump_offset]),
+            clump_rc=np.concatenate([[SECONDARY_RC * r500_sec], m.clump_rc]),
+            clump_rt=np.concatenate([[SECONDARY_RT * r500_sec], m.clump_rt]),
+            clump_kt=np.concatenate([[kt_arnaud05(m_sec)], m.clump_kt]))
+    return out
 
 
 def _isotropic(g: np.random.Generator, n: int) -> np.ndarray:
@@ -269,16 +388,60 @@ def nfw_mass(m: ClusterModel, r):
     return m.m500 * mu(m.c500 * np.asarray(r) / m.r500) / mu(m.c500)
 
 
-def clump_mass_within(m: ClusterModel, r):
-    """Clump gas within radius r, each clump counted whole once its centre is inside."""
+def clump_share_within(m: ClusterModel, r, power: int = 1) -> np.ndarray:
+    """Share of each clump's int rho^power dV inside spheres of radius ``r``: (len(r), n_clumps).
+
+    The smooth population counts a clump whole once its centre is inside (as its runs did); the
+    realistic one integrates each clump's spherical shells against the sphere (a shell of radius
+    s at distance d has (R^2 - (d - s)^2) / (4 d s) of its area inside radius R), because a
+    secondary halo near R500 straddles it.
+    """
+    r = np.atleast_1d(np.asarray(r, dtype=float))
     d = np.linalg.norm(m.clump_offset, axis=1)
-    return (m.clump_mass[None, :] * (d[None, :] < np.atleast_1d(r)[:, None])).sum(axis=1)
+    if m.generator == "smooth":
+        return (d[None, :] < r[:, None]).astype(float)
+    out = np.empty((len(r), len(d)))
+    for j in range(len(d)):
+        sh = np.linspace(0.0, m.clump_rt[j], 257)[1:]
+        w = sh**2 * (1.0 + (sh / m.clump_rc[j]) ** 2) ** -power
+        inside = np.clip((r[:, None] ** 2 - (d[j] - sh[None, :]) ** 2) / (4.0 * d[j] * sh[None, :]), 0.0, 1.0)
+        out[:, j] = np.trapezoid(w * inside, sh, axis=1) / np.trapezoid(w, sh)
+    return out
+
+
+def clump_mass_within(m: ClusterModel, r):
+    """Clump gas within radius r (see :func:`clump_share_within`)."""
+    return clump_share_within(m, r) @ m.clump_mass
+
+
+def ln_rho_sigma_at(m: ClusterModel, r):
+    """Width of the log-normal density fluctuations at radius r: linear from the centre to R500 and on."""
+    s0, s500 = m.ln_rho_sigma
+    return s0 + (s500 - s0) * np.asarray(r) / m.r500
+
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(16)
+_GH_W = _GH_W / np.sqrt(2.0 * np.pi)
+
+
+def fluctuation_mean(fn, sigma):
+    """Mass-weighted mean of ``fn(f)`` over isobaric log-normal fluctuations of width ``sigma``.
+
+    A cell's density is the profile's times f = exp(delta + sigma^2/2), delta ~ N(0, sigma^2), and
+    its temperature the profile's over f: equal-mass cells then keep the profile's volume, mean
+    temperature and pressure, and the clumping factor <rho^2>_V / <rho>_V^2 is exp(sigma^2).
+    ``fn`` takes f with a trailing quadrature axis; sigma broadcasts against the leading ones.
+    """
+    s = np.asarray(sigma, dtype=float)[..., None]
+    return np.sum(_GH_W * fn(np.exp(s * _GH_X + 0.5 * s * s)), axis=-1)
 
 
 def profiles(m: ClusterModel, n: int = 768, r_out: float = 10.0) -> Profiles:
     r = m.r500 * np.logspace(-4.0, np.log10(r_out), n)
-    x = r / m.rc
-    npne = x**-m.alpha / (1.0 + x * x) ** (3.0 * m.beta - 0.5 * m.alpha) / (1.0 + (r / m.rs) ** 3) ** (m.eps / 3.0)
+    npne = _v06_main(m, r)
+    if m.inner:
+        # V06's second beta component, scaled to ``inner`` of the main term at its core radius rc2.
+        npne = npne + m.inner * _v06_main(m, m.rc2) * (2.0 / (1.0 + (r / m.rc2) ** 2)) ** (3.0 * BETA2)
     shape = np.sqrt(npne)
     lnr = np.log(r)
     # Inner power law (rho ~ r^-alpha/2) below the grid, then the trapezoid in ln r.
@@ -295,6 +458,12 @@ def profiles(m: ClusterModel, n: int = 768, r_out: float = 10.0) -> Profiles:
     kt = np.maximum(kt, 1e-3)
     z = m.z_out + (m.z_peak - m.z_out) * np.exp(-r / (m.z_scale * m.r500))
     return Profiles(r=r, rho=rho, m_gas=m_gas, m_tot=m_tot, kt=kt, z=z)
+
+
+def _v06_main(m: ClusterModel, r):
+    """V06's main n_p n_e shape term (cusp, core, beta, steepening at rs)."""
+    x = np.asarray(r) / m.rc
+    return x**-m.alpha / (1.0 + x * x) ** (3.0 * m.beta - 0.5 * m.alpha) / (1.0 + (np.asarray(r) / m.rs) ** 3) ** (m.eps / 3.0)
 
 
 def nongas_mass(m: ClusterModel, prof: Profiles, r):
@@ -350,26 +519,32 @@ def summarise(m: ClusterModel, prof: Profiles | None = None) -> dict[str, float]
     """
     prof = prof or profiles(m)
     r, lnr = prof.r, np.log(prof.r)
-    nh = n_h(prof.rho)
+    nh = n_h(prof.rho)[:, None]
     ne = XE_IONISED * nh
+    kt = prof.kt[:, None]
     dv = 4.0 * np.pi * r**3  # per unit ln r, kpc^3
-    em = band_emissivity(ne, nh, prof.kt) * dv * KPC_CM**3
+    sigma = ln_rho_sigma_at(m, r)
+    # Per unit volume, averaged over the density fluctuations (fluctuation_mean): a cell of density
+    # factor f emits f times the mean per unit mass, at temperature kT / f.
+    em = fluctuation_mean(lambda f: f * band_emissivity(ne, nh, kt / f), sigma) * dv * KPC_CM**3
+    w = spectroscopic_weight(prof.rho, dv, prof.kt) * fluctuation_mean(lambda f: f**1.75, sigma)
+    wt = spectroscopic_weight(prof.rho, dv, prof.kt) * prof.kt * fluctuation_mean(lambda f: f**0.75, sigma)
+    k_mass = prof.rho * dv * entropy(prof.kt, ne[:, 0]) * fluctuation_mean(lambda f: f ** (-5.0 / 3.0), sigma)
 
     def integral(y, lo, hi):
         sel = (r >= lo * m.r500) & (r <= hi * m.r500)
         return float(np.trapezoid(y[sel], lnr[sel]))
 
-    d = np.linalg.norm(m.clump_offset, axis=1)
-    clump_l, clump_em = clump_luminosity(m), clump_emission_integral(m)
-    in_ce = (d >= CORE_EXCISED[0] * m.r500) & (d <= CORE_EXCISED[1] * m.r500)
-    w = spectroscopic_weight(prof.rho, dv, prof.kt)
-    w_clump = spectroscopic_weight(1.0, clump_em[in_ce], m.clump_kt[in_ce])
+    within = clump_share_within(m, [CORE_EXCISED[0] * m.r500, m.r500], power=2)
+    ce, ci = within[1] - within[0], within[1]
+    clump_l = clump_luminosity(m)
+    w_clump = spectroscopic_weight(1.0, clump_emission_integral(m), m.clump_kt) * ce
     return {
-        "lx_ce": integral(em, *CORE_EXCISED) + float(clump_l[in_ce].sum()),
-        "lx_ci": integral(em, 0.0, 1.0) + float(clump_l[d <= m.r500].sum()),
-        "tx_kev": (integral(w * prof.kt, *CORE_EXCISED) + float(np.sum(w_clump * m.clump_kt[in_ce])))
-        / (integral(w, *CORE_EXCISED) + float(w_clump.sum())),
-        "k0": integral(prof.rho * dv * entropy(prof.kt, ne), 0.0, K0_RADIUS) / integral(prof.rho * dv, 0.0, K0_RADIUS),
+        "lx_ce": integral(em, *CORE_EXCISED) + float(clump_l @ ce),
+        "lx_ci": integral(em, 0.0, 1.0) + float(clump_l @ ci),
+        "tx_kev": (integral(wt, *CORE_EXCISED) + float(w_clump @ m.clump_kt)) / (integral(w, *CORE_EXCISED)
+                                                                                 + float(w_clump.sum())),
+        "k0": integral(k_mass, 0.0, K0_RADIUS) / integral(prof.rho * dv, 0.0, K0_RADIUS),
         "mgas500": float(np.interp(np.log(m.r500), lnr, prof.m_gas) + clump_mass_within(m, m.r500)[0]),
     }
 

@@ -32,11 +32,13 @@ _PATH_LEN = int(LAYOUT["catalog"]["cutout"][1][1:])
 
 def synthetic_models(params: Params) -> list[ph.ClusterModel]:
     cp = params.catalog
+    f_gas_scatter = ph.F_GAS_SCATTER[cp.generator] if cp.f_gas_scatter is None else cp.f_gas_scatter
     return [ph.draw_cluster(params.run.seed, k, mass_function=cp.mass_function, log_m500c_min=cp.log_m500c_min,
                             log_m500c_max=cp.log_m500c_max, box_ckpch=cp.box_size_ckpch,
-                            cool_core_fraction=cp.cool_core_fraction, f_gas_scatter=cp.f_gas_scatter,
+                            cool_core_fraction=cp.cool_core_fraction, f_gas_scatter=f_gas_scatter,
                             concentration_scatter=cp.concentration_scatter,
-                            substructure_mean=cp.substructure_mean, edge_fraction=cp.edge_fraction)
+                            substructure_mean=cp.substructure_mean, edge_fraction=cp.edge_fraction,
+                            generator=cp.generator)
             for k in range(cp.n_clusters)]
 
 
@@ -73,6 +75,8 @@ def run(workdir: str | Path, params: Params, comm=None, *, restart_from: str | N
 
     if synthetic:
         models, res = synthetic_models(params), resolution(params)
+        plans = [gen.cell_plan(m, ph.profiles(m), res) for m in models]
+        gen.check_one_cell_mass(models, plans, res)
         n = cp.n_clusters
     else:
         inputs = on_root(comm, select)
@@ -95,7 +99,7 @@ def run(workdir: str | Path, params: Params, comm=None, *, restart_from: str | N
             if not np.array_equal(inputs.group_id, np.arange(n)):
                 raise StageError(f"{tng.group_catalog_path(tng_dir, snapshot)} does not list synthetic clusters "
                                  f"0..{n - 1}; re-run with --restart-from catalog")
-            costs = [gen.cell_plan(models[i], ph.profiles(models[i]), res).total for i in todo]
+            costs = [plans[i].total for i in todo]
         else:
             costs = on_root(comm, lambda: [_file_size(inputs.cutout(inputs.group_id[i])) for i in todo])
         st.set_attrs(source=cp.source, box_size_ckpch=inputs.box_size, hubble=inputs.hubble, omega_m=inputs.omega_m,
