@@ -14,7 +14,7 @@ from conftest import ROOT, hpcmass, mpirun
 from hpcmass.constants import KPC_CM
 from hpcmass.catalog import physics as ph
 from hpcmass.catalog import tng
-from hpcmass.catalog.stage import run, synthetic_models
+from hpcmass.catalog.stage import SCATTER_PROXIES, mass_scatter, run, synthetic_models
 from hpcmass.mpi import get_logger, world
 from hpcmass.params import load_params
 from hpcmass.store import FAILED, Store
@@ -126,6 +126,19 @@ def test_cells_reproduce_the_profile_summaries(ci_run):
         assert cat.columns["k0_kev_cm2"][i] == pytest.approx(s["k0"], rel=0.25)
         if abs(np.log(s["k0"] / ph.K0_COOL_CORE)) > 0.25:  # clear of the threshold
             assert cat.columns["cool_core"][i] == (s["k0"] < ph.K0_COOL_CORE)
+
+
+def test_mass_scatter_is_the_power_law_rms_with_an_interval(ci_run):
+    workdir, params = ci_run
+    cat = load_catalog(workdir)
+    scatter = mass_scatter(workdir, 200, 1)
+    assert list(scatter) == [label for _, label in SCATTER_PROXIES]
+    for key, label in SCATTER_PROXIES:
+        x, y = np.log(cat.columns[key]), np.log(10**cat.log_m500c)
+        resid = y - np.polyval(np.polyfit(x, y, 1), x)
+        value, lo, hi = scatter[label]
+        assert value == pytest.approx(np.sqrt(np.sum(resid**2) / (len(y) - 2)), rel=1e-9)
+        assert lo < value < hi
 
 
 def test_same_seed_same_bytes_and_cluster_k_independent_of_sample_size(ci_run, tmp_path):

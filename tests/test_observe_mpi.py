@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import base_env, hpcmass, mpirun
 
-SETS = ["--set", "catalog.n_clusters=3", "--set", "catalog.max_gas_cells=15000"]
+SETS = ["--set", "catalog.n_clusters=3", "--set", "catalog.cell_mass_msun=2e9"]  # <= 15,000 cells each
 ARGS = ["--params", "params/ci.yaml", *SETS]
 
 

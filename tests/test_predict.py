@@ -228,7 +228,7 @@ def test_predict_without_files_or_model_says_what_it_needs(env):
 
 # --- end to end: the real stages, export-model, predict ------------------------------------------
 
-CI = ["--params", "params/ci.yaml", "--set", "catalog.n_clusters=6", "--set", "catalog.max_gas_cells=15000",
+CI = ["--params", "params/ci.yaml", "--set", "catalog.n_clusters=6", "--set", "catalog.cell_mass_msun=2e9",
       "--set", "observe.keep_events=true"]
 
 

@@ -19,12 +19,18 @@ import numpy as np
 from ..errors import ParamsError, StageError
 from ..mpi import dynamic_tasks, get_logger, on_root, progress, stage_comm
 from ..params import Params
+from ..report.lx import fit_power_law
+from ..report.stats import bootstrap_clusters
 from ..store import LAYOUT, Store, stage_dir
+from ..store.readers import load_catalog
 from . import generate as gen
 from . import physics as ph
 from . import tng
 
 #: Row entries measured on the cells (see tng.measure_cluster), all declared in store.LAYOUT.
+#: The 3D gas quantities whose power-law scatter of ln M at fixed value the stage reports: how
+#: much mass the sample itself lets each one carry (the report's oracle rows, before any image).
+SCATTER_PROXIES = (("mgas500_msun", "M_gas"), ("lx_ce_erg_s", "L_X,ce"), ("tx_kev", "T_X"), ("lx_ci_erg_s", "L_X,ci"))
 MEASURED = ("n_gas_cells", "n_hot_cells", "mgas500_msun", "lx_ce_erg_s", "lx_ci_erg_s", "tx_kev", "k0_kev_cm2",
             "cool_core")
 _PATH_LEN = int(LAYOUT["catalog"]["cutout"][1][1:])
@@ -132,6 +138,10 @@ def run(workdir: str | Path, params: Params, comm=None, *, restart_from: str | N
                 bar.update()
         summary = st.summary()
     log.info("catalog: %d/%d clusters done in %.1f s", summary["done"], summary["total"], time.monotonic() - t0)
+    if not summary["failed"] and n >= 10:
+        scatter = on_root(comm, lambda: mass_scatter(workdir, params.report.bootstrap_resamples, seed))
+        log.info("catalog: ln M at fixed 3D %s (power laws, 68%% cluster bootstrap)", ", ".join(
+            f"{label} {v:.3f} [{lo:.3f}, {hi:.3f}]" for label, (v, lo, hi) in scatter.items()))
     if summary["failed"]:
         shown = "; ".join(f"cluster {i}: {why}" for i, why in list(summary["failed"].items())[:3])
         more = len(summary["failed"]) - 3
@@ -139,6 +149,19 @@ def run(workdir: str | Path, params: Params, comm=None, *, restart_from: str | N
         raise StageError(f"{len(summary['failed'])} of {n} clusters failed ({shown}{rest}); fix the inputs and "
                          f"re-run to retry them")
     return summary
+
+
+def mass_scatter(workdir: Path, n_resamples: int, seed: int) -> dict[str, tuple[float, float, float]]:
+    """RMS of ln M500c about a power law in each SCATTER_PROXIES quantity, with a 68% interval."""
+    cat = load_catalog(workdir)
+    out = {}
+    for key, label in SCATTER_PROXIES:
+        rows = np.column_stack([np.log10(cat.columns[key]), cat.log_m500c])
+        def scatter(t):
+            return np.log(10.0) * fit_power_law(t[:, 0], t[:, 1]).scatter
+        _, lo, hi = bootstrap_clusters(rows, scatter, n_resamples, seed)
+        out[label] = (float(scatter(rows)), float(lo[0]), float(hi[0]))
+    return out
 
 
 def _file_size(path: Path) -> int:

@@ -43,7 +43,7 @@ def scatter_percent(sigma_dex: float) -> float:
     return 100.0 * np.log(10.0) * sigma_dex
 
 
-def _bootstrap_clusters(values: np.ndarray, statistic, n_resamples: int,
+def bootstrap_clusters(values: np.ndarray, statistic, n_resamples: int,
                         seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standard errors and 68% percentile intervals (low, high) of ``statistic(rows)`` with rows
     (clusters) resampled with replacement."""
@@ -73,7 +73,7 @@ def gaussian_fit(delta: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> G
         return np.array(stats.norm.fit(v))
 
     mu, sigma = fit(rows)
-    (mu_err, sigma_err), lo, hi = _bootstrap_clusters(rows, fit, n_resamples, seed)
+    (mu_err, sigma_err), lo, hi = bootstrap_clusters(rows, fit, n_resamples, seed)
     return GaussFit(float(mu), float(sigma), float(mu_err), float(sigma_err), rows.shape[0],
                     int(np.isfinite(rows).sum()), float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
 
@@ -105,7 +105,7 @@ def mass_bias(log_true: np.ndarray, delta: np.ndarray, n_resamples: int = 1000, 
         return np.polyfit(x[ok], y[ok], 1)
 
     slope, intercept = fit(table)
-    slope_err = _bootstrap_clusters(table, lambda t: fit(t)[0], n_resamples, seed)[0][0]
+    slope_err = bootstrap_clusters(table, lambda t: fit(t)[0], n_resamples, seed)[0][0]
     return MassBias(float(slope), float(slope_err), float(intercept), pivot)
 
 
@@ -221,6 +221,6 @@ def aperture_error_growth(delta_small: np.ndarray, delta_large: np.ndarray, erro
                                           e_s, e_l))
 
     k, s0 = growth(rows)
-    _, lo, hi = _bootstrap_clusters(rows, growth, n_resamples, seed)
+    _, lo, hi = bootstrap_clusters(rows, growth, n_resamples, seed)
     return {"k": float(k), "k_lo": float(lo[0]), "k_hi": float(hi[0]), "s0_percent": float(s0),
             "errors_percent": [e_s, e_l], "n_clusters": int(rows.shape[0])}
