@@ -234,6 +234,12 @@ def test_a_cluster_depends_on_seed_and_index_only():
     s = ph.draw_cluster(1, 5, generator="smooth", **kw)
     assert s.log_m500c == a.log_m500c and np.array_equal(s.center_ckpch, a.center_ckpch)
     assert np.array_equal(s.rotation, a.rotation) and s.beta != a.beta
+    # The smooth population is the one runs made before the realistic one: the same cluster, as then
+    # (values from commit cbcad57's draw_cluster and summarise).
+    old = ph.summarise(s)
+    assert (s.f_gas, s.rc, s.beta) == pytest.approx((0.07230435970968933, 141.0999471125205, 0.5258098515976195),
+                                                    rel=1e-12)
+    assert (old["lx_ce"], old["mgas500"]) == pytest.approx((4.732493718542631e+42, 5557496303349.157), rel=1e-9)
     with pytest.raises(ValueError, match="generator 'lumpy'"):
         ph.draw_cluster(1, 5, generator="lumpy", **kw)
 

@@ -6,18 +6,19 @@ cool-core population, gas fraction from Vikhlinin et al. 2009 with scatter, temp
 hydrostatic equilibrium in the NFW potential less a random non-thermal pressure fraction,
 a centrally peaked metallicity profile around 0.3 solar, a few gas-rich infalling groups and
 a few cold/effective-EOS star-forming cells at the centre. Each parameter's source is named
-where it is set; the scatters are tuned so that the mass from the core-excised L_X scatters by
-~13% and from the core-included one by ~20% (tests/test_catalog_physics.py). Every draw of
-cluster ``k`` comes from ``rng(seed, "catalog", k)``, so a cluster never depends on the sample size.
-Known offset: T_X follows M^0.58 like Arnaud et al. 2005 but at ~0.6-0.7 of their normalisation
-for a given true mass (their masses are hydrostatic; here non-thermal support and cool
-infalling groups lower the spectroscopic-like temperature).
+where it is set. Every draw of cluster ``k`` comes from ``rng(seed, "catalog", k)`` (and its
+sub-streams), so a cluster never depends on the sample size.
 
 ``generator="realistic"`` (the default) adds what TNG clusters have and the smooth population
 lacks (:func:`realistic_overrides`): a disturbed population with a secondary halo and an offset
 gas peak, log-normal density fluctuations, continuous core radii with an inner cool-core
 component, wider beta, an f_gas scatter that grows towards groups, and the non-thermal share set
-to TNG's hydrostatic bias. ``"smooth"`` is the population before that, kept so old runs reproduce.
+to TNG's hydrostatic bias; tests/test_catalog_physics.py holds it to sourced scatters at fixed
+mass. ``"smooth"`` is the population before that, kept so old runs reproduce (tuned so that the
+mass from core-excised L_X scatters by ~13%, from the core-included one by ~20%).
+Known offset: T_X follows M^0.59 like Arnaud et al. 2005 but at ~0.5 (smooth: ~0.65) of their
+normalisation for a given true mass: their masses are hydrostatic, and the non-thermal share, the
+cold phase of the fluctuations and the infalling groups lower the spectroscopic-like temperature.
 
 Units here: physical kpc, Msun, keV, cm^-3, erg/s; z = 0, Planck 2015 (TNG's cosmology).
 Mass and length conversions use TNG's own unit constants, so yt reading the cutouts' headers
@@ -411,7 +412,7 @@ def clump_share_within(m: ClusterModel, r, power: int = 1) -> np.ndarray:
 
 def clump_mass_within(m: ClusterModel, r):
     """Clump gas within radius r (see :func:`clump_share_within`)."""
-    return clump_share_within(m, r) @ m.clump_mass
+    return (clump_share_within(m, r) * m.clump_mass[None, :]).sum(axis=1)
 
 
 def ln_rho_sigma_at(m: ClusterModel, r):
@@ -462,8 +463,9 @@ def profiles(m: ClusterModel, n: int = 768, r_out: float = 10.0) -> Profiles:
 
 def _v06_main(m: ClusterModel, r):
     """V06's main n_p n_e shape term (cusp, core, beta, steepening at rs)."""
-    x = np.asarray(r) / m.rc
-    return x**-m.alpha / (1.0 + x * x) ** (3.0 * m.beta - 0.5 * m.alpha) / (1.0 + (np.asarray(r) / m.rs) ** 3) ** (m.eps / 3.0)
+    r = np.asarray(r)
+    x = r / m.rc
+    return x**-m.alpha / (1.0 + x * x) ** (3.0 * m.beta - 0.5 * m.alpha) / (1.0 + (r / m.rs) ** 3) ** (m.eps / 3.0)
 
 
 def nongas_mass(m: ClusterModel, prof: Profiles, r):
@@ -514,8 +516,8 @@ def summarise(m: ClusterModel, prof: Profiles | None = None) -> dict[str, float]
     """The catalogue's gas-derived quantities from the profiles alone (shells, no cells).
 
     Matches what :func:`hpcmass.catalog.tng.measure_cluster` measures on the cells to a few per
-    cent (ellipticity and clump overlap aside), at a millisecond per cluster: the statistical
-    tests use it to reach hundreds of clusters.
+    cent (ellipticity, the gas peak offset and, in the smooth population, clump overlap aside),
+    at a millisecond per cluster: the statistical tests use it to reach hundreds of clusters.
     """
     prof = prof or profiles(m)
     r, lnr = prof.r, np.log(prof.r)

@@ -27,10 +27,10 @@ from . import generate as gen
 from . import physics as ph
 from . import tng
 
-#: Row entries measured on the cells (see tng.measure_cluster), all declared in store.LAYOUT.
 #: The 3D gas quantities whose power-law scatter of ln M at fixed value the stage reports: how
 #: much mass the sample itself lets each one carry (the report's oracle rows, before any image).
 SCATTER_PROXIES = (("mgas500_msun", "M_gas"), ("lx_ce_erg_s", "L_X,ce"), ("tx_kev", "T_X"), ("lx_ci_erg_s", "L_X,ci"))
+#: Row entries measured on the cells (see tng.measure_cluster), all declared in store.LAYOUT.
 MEASURED = ("n_gas_cells", "n_hot_cells", "mgas500_msun", "lx_ce_erg_s", "lx_ci_erg_s", "tx_kev", "k0_kev_cm2",
             "cool_core")
 _PATH_LEN = int(LAYOUT["catalog"]["cutout"][1][1:])
