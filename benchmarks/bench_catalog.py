@@ -28,7 +28,7 @@ def bench(models, res: gen.Resolution, seed: int, box: float, workdir: Path) -> 
     cells = size = 0
     t0 = time.perf_counter()
     gen.write_synthetic_group_catalog(workdir, models, res, box)
-    inputs = tng.open_inputs(workdir, 99, 12.0, 16.0)
+    inputs = tng.open_inputs(workdir, 99, tng.Selection("m500c", 12.0, 16.0))
     t["model"] += time.perf_counter() - t0
     for i, m in enumerate(models):
         t0 = time.perf_counter()

@@ -42,6 +42,12 @@ class CatalogParams(Section):
     n_clusters: Annotated[int, Field(ge=1, le=100_000)] = 329
     log_m500c_min: Annotated[float, Field(ge=12.0, le=16.0)] = 13.57
     log_m500c_max: Annotated[float, Field(ge=12.0, le=16.0)] = 15.06
+    #: Which TNG300 haloes make the sample (source=tng300): "m500c", log_m500c_min <= log10 M500c <=
+    #: log_m500c_max [Msun]; "m200c" or "fof", log10 of Group_M_Crit200 or of the FoF GroupMass >=
+    #: selection_log_min. The paper states the M500c range, but in TNG300-1 that range holds ~740
+    #: haloes, not its 329; the catalog stage prints how many each rule selects (README).
+    selection: Literal["m500c", "m200c", "fof"] = "m500c"
+    selection_log_min: Annotated[float, Field(ge=12.0, le=16.0)] = 14.0
     #: Directory of TNG300 inputs (group catalogue + cutouts), for source=tng300.
     tng_dir: str | None = None
     #: TNG simulation and snapshot (99 = z=0) that `hpcmass fetch-tng` downloads and source=tng300 reads.
@@ -77,6 +83,10 @@ class CatalogParams(Section):
                               f"a value > catalog.log_m500c_min ({self.log_m500c_min})")
         if self.source == "tng300" and not self.tng_dir:
             raise _FieldError(("tng_dir",), self.tng_dir, "the directory of the TNG300 inputs (source is tng300)")
+        if self.source == "synthetic" and self.selection != "m500c":
+            raise _FieldError(("selection",), self.selection,
+                              "m500c: the synthetic sample is drawn in the M500c range (m200c and fof select "
+                              "TNG300 haloes, source: tng300)")
         return self
 
 

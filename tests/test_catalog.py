@@ -14,7 +14,7 @@ from conftest import ROOT, hpcmass, mpirun
 from hpcmass.constants import KPC_CM
 from hpcmass.catalog import physics as ph
 from hpcmass.catalog import tng
-from hpcmass.catalog.stage import SCATTER_PROXIES, mass_scatter, run, synthetic_models
+from hpcmass.catalog.stage import SCATTER_PROXIES, halo_selection, mass_scatter, run, synthetic_models
 from hpcmass.mpi import get_logger, world
 from hpcmass.params import load_params
 from hpcmass.store import FAILED, Store
@@ -252,6 +252,7 @@ def test_bad_catalog_inputs_give_one_line(tmp_path, env):
         # One cell mass for all: the biggest CI cluster needs ~56,000 cells of 5e8 Msun.
         (["catalog.max_gas_cells=20000"], 2, "catalog.max_gas_cells >= 56"),
         (["catalog.generator=lumpy"], 2, "catalog.generator"),
+        (["catalog.selection=fof"], 2, "catalog.selection"),
     ]
     for sets, code, text in cases:
         args = [a for s in sets for a in ("--set", s)]
@@ -259,6 +260,43 @@ def test_bad_catalog_inputs_give_one_line(tmp_path, env):
         assert proc.returncode == code, (sets, proc.stderr)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and text in lines[0], (sets, proc.stderr)
+
+
+def test_tng_selection_rules_count_and_choose_the_haloes(ci_run, tmp_path, env):
+    """A rule other than the M500c range selects by M200c (or FoF mass); the stage prints every
+    rule's count and, when the sample size is not the params', names them all."""
+    workdir, params = ci_run
+    tng_dir = _tng_copy(workdir, tmp_path / "tng")
+    log_m200 = np.sort(np.log10([ph.m200c(m) for m in synthetic_models(params)]))
+    threshold = float(0.5 * (log_m200[4] + log_m200[5]))  # the 5 heaviest in M200c
+    sets = ["catalog.source=tng300", f"catalog.tng_dir={tng_dir}", "catalog.selection=m200c",
+            f"catalog.selection_log_min={threshold}"]
+    selection, candidates = halo_selection(_params(*sets))
+    inputs = tng.open_inputs(tng_dir, 99, selection, candidates)
+    heaviest = np.argsort([ph.m200c(m) for m in synthetic_models(params)])[5:]
+    assert np.array_equal(inputs.group_id, np.sort(heaviest))
+    with h5py.File(tng.group_catalog_path(tng_dir, 99), "r") as f:
+        log_fof = np.log10(f["Group/GroupMass"][...].astype(float) * 1e10 / ph.HUBBLE)
+    assert list(inputs.counts.values()) == [10, 5, int(np.sum(log_fof >= threshold))]
+    args = [a for s in sets for a in ("--set", s)]
+    proc = hpcmass("catalog", "--params", CI, "--workdir", tmp_path / "run", *args, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"5 haloes with log10 M200c >= {threshold:g}" in proc.stderr and "set catalog.n_clusters=5" in proc.stderr
+    assert f"10 haloes with 13.57 <= log10 M500c <= 15.06; 5 with log10 M200c >= {threshold:g}" in proc.stderr
+    proc = hpcmass("catalog", "--params", CI, "--workdir", tmp_path / "run", *args, "--set", "catalog.n_clusters=5",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(load_catalog(tmp_path / "run").cluster_id, np.sort(heaviest))
+
+
+def test_m200c_is_colossus_conversion_of_the_nfw_halo(ci_run):
+    from colossus.halo import mass_defs
+
+    _, params = ci_run
+    for m in synthetic_models(params)[:4]:
+        m200, _, _ = mass_defs.changeMassDefinition(m.m500 * ph.HUBBLE, m.c500, 0.0, "500c", "200c")
+        assert ph.m200c(m) == pytest.approx(m200 / ph.HUBBLE, rel=1e-4)
+        assert 0.6 < m.m500 / ph.m200c(m) < 0.8  # FACTS: M500/M200 0.65-0.74 for c200c 3-6
 
 
 def test_wrong_cluster_count_names_the_right_setting(ci_run, tmp_path, env):

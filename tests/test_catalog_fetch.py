@@ -163,6 +163,13 @@ def test_fetch_is_resumable_size_checked_and_feeds_the_catalog(api, tmp_path, en
     server.requests.clear()
     assert _fetch(server.url, dest, env).returncode == 0 and len(server.requests) == 2  # only the two records
 
+    # A group catalogue staged before the M200c and FoF masses were read is rebuilt with them.
+    with h5py.File(tng.group_catalog_path(dest, 99), "r+") as f:
+        del f["Group/Group_M_Crit200"]
+    assert _fetch(server.url, dest, env).returncode == 0
+    with h5py.File(tng.group_catalog_path(dest, 99), "r") as f:
+        assert all(f"Group/{k}" in f for k in tng.GROUP_FIELDS)
+
     run = hpcmass("catalog", "--params", CI, "--workdir", tmp_path / "w", "--set", "catalog.source=tng300",
                   "--set", f"catalog.tng_dir={dest}", env=env)
     assert run.returncode == 0, run.stderr
@@ -177,6 +184,15 @@ def test_fetch_errors_are_one_clear_line(api, tmp_path, env):
     env.pop("TNG_API_KEY", None)
     proc = _fetch(server.url, tmp_path / "d", env)
     assert proc.returncode == 1 and "$TNG_API_KEY is not set" in proc.stderr
+
+    # A rule that does not give catalog.n_clusters stops before any cutout, naming every rule's count.
+    env["TNG_API_KEY"] = KEY
+    server.requests.clear()
+    proc = _fetch(server.url, tmp_path / "e", env, "--set", "catalog.n_clusters=12")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "holds 10 haloes with 13.57 <= log10 M500c <= 15.06" in proc.stderr
+    assert "set catalog.n_clusters=10" in proc.stderr and "with log10 M200c >= 14" in proc.stderr
+    assert not any("/halos/" in p for p, _ in server.requests)
 
     env["TNG_API_KEY"] = "wrong"
     proc = _fetch(server.url, tmp_path / "d", env)

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import StageError
+from ..errors import ParamsError, StageError
 from . import tng
 
 API_URL = "https://www.tng-project.org/api/"
@@ -157,9 +157,22 @@ def normalise_cutout(part: Path, sim: dict, snap: dict) -> None:
                 h[k] = v
 
 
-def fetch_tng(tng_dir: str | Path, *, simulation: str, snapshot: int, log_m500c_min: float, log_m500c_max: float,
+def _has_group_fields(path: Path) -> bool:
+    """Whether a staged group catalogue holds every field the selection rules read (older stagings
+    lack the M200c and FoF masses: those are fetched again)."""
+    with h5py.File(path, "r") as f:
+        return all(f"Group/{k}" in f for k in tng.GROUP_FIELDS)
+
+
+def fetch_tng(tng_dir: str | Path, *, simulation: str, snapshot: int,
+              selection: tuple[tng.Selection, tuple[tng.Selection, ...]], n_clusters: int,
               api_url: str = API_URL, api_key: str | None = None, timeout: float = 60.0, log=None) -> dict:
-    """Stage the TNG inputs for ``hpcmass catalog`` (source: tng300) in ``tng_dir``; returns a summary."""
+    """Stage the TNG inputs for ``hpcmass catalog`` (source: tng300) in ``tng_dir``; returns a summary.
+
+    ``selection`` is the halo rule and the candidates whose counts it logs (stage.halo_selection);
+    a rule that does not give ``n_clusters`` haloes stops it after the group catalogue, before any
+    cutout is downloaded (ParamsError naming every rule's count).
+    """
     tng_dir = Path(tng_dir)
     api_key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
     if not api_key:
@@ -177,7 +190,7 @@ def fetch_tng(tng_dir: str | Path, *, simulation: str, snapshot: int, log_m500c_
     info = {"api": client.base, "simulation": simulation, "snapshot": snapshot}
 
     groups = tng.group_catalog_path(tng_dir, snapshot)
-    if not manifest.complete(groups):
+    if not manifest.complete(groups) or not _has_group_fields(groups):
         fields = {}
         for field in tng.GROUP_FIELDS:
             dest = tng_dir / "download" / f"fof_subhalo_tab_{snapshot:03d}.Group.{field}.hdf5"
@@ -197,7 +210,12 @@ def fetch_tng(tng_dir: str | Path, *, simulation: str, snapshot: int, log_m500c_
         if log:
             log.info("fetch-tng: group catalogue with %d groups in %s", header["Ngroups_Total"], groups)
 
-    inputs = tng.open_inputs(tng_dir, snapshot, log_m500c_min, log_m500c_max)
+    inputs = tng.open_inputs(tng_dir, snapshot, *selection)
+    if log:
+        log.info("fetch-tng: the group catalogue holds %s", tng.describe_counts(inputs.counts))
+    mismatch = tng.sample_size_mismatch(inputs, selection[0], n_clusters)
+    if mismatch:
+        raise ParamsError(mismatch)
     query = urllib.parse.urlencode({"gas": ",".join(tng.GAS_FIELDS)}, safe=",")
     fetched = 0
     for n, gid in enumerate(inputs.group_id, 1):

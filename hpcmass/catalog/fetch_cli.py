@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import ParamsError
 from ..mpi import get_logger, on_root
 from .fetch import API_URL, KEY_ENV, fetch_tng
+from .stage import halo_selection
 
 HELP = (f"download the paper's TNG300-1 clusters (group catalogue + gas cutouts) from the TNG web API into "
         f"catalog.tng_dir; needs network access and ${KEY_ENV}; resumable")
@@ -27,11 +28,10 @@ def run(args, params, comm) -> int:
     def fetch():
         log = get_logger(comm)
         summary = fetch_tng(Path(tng_dir), simulation=cp.tng_simulation, snapshot=cp.tng_snapshot,
-                            log_m500c_min=cp.log_m500c_min, log_m500c_max=cp.log_m500c_max,
+                            selection=halo_selection(params), n_clusters=cp.n_clusters,
                             api_url=args.api_url, timeout=args.timeout, log=log)
-        log.info("fetch-tng: %d haloes in range, %d downloaded now, all in %s; next: hpcmass catalog with "
-                 "catalog.source=tng300, catalog.tng_dir=%s, catalog.n_clusters=%d", summary["haloes"],
-                 summary["fetched"], tng_dir, tng_dir, summary["haloes"])
+        log.info("fetch-tng: %d haloes selected, %d downloaded now, all in %s; next: hpcmass catalog with "
+                 "catalog.source=tng300, catalog.tng_dir=%s", summary["haloes"], summary["fetched"], tng_dir, tng_dir)
 
     on_root(comm, fetch)  # the other ranks sleep through the download; its error is raised on every rank
     return 0

@@ -180,6 +180,7 @@ def write_synthetic_group_catalog(tng_dir, models: list[ph.ClusterModel], res: R
         "GroupMass": np.array([ph.nfw_mass(m, res.r_max * m.r500) * h / 1e10 for m in models], dtype=np.float32),
         "GroupNsubs": np.zeros(len(models), dtype=np.int32),
         "GroupPos": np.array([m.center_ckpch for m in models], dtype=np.float32).reshape(-1, 3),
+        "Group_M_Crit200": np.array([ph.m200c(m) * h / 1e10 for m in models], dtype=np.float32),
         "Group_M_Crit500": np.array([m.m500 * h / 1e10 for m in models], dtype=np.float32),
         "Group_R_Crit500": np.array([m.r500 * h for m in models], dtype=np.float32),
     }

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
+from scipy.optimize import brentq
 from scipy.spatial.transform import Rotation
 
 from ..constants import G_CGS, K_B_ERG_K, KEV_ERG, KPC_CM, M_P_G, MSUN_G
@@ -387,6 +388,13 @@ def nfw_mass(m: ClusterModel, r):
     def mu(y):
         return np.log1p(y) - y / (1.0 + y)
     return m.m500 * mu(m.c500 * np.asarray(r) / m.r500) / mu(m.c500)
+
+
+def m200c(m: ClusterModel) -> float:
+    """M200c of the NFW total mass [Msun]: where its mean density falls to 200 rho_crit."""
+    def excess(r):
+        return float(nfw_mass(m, r)) - 200.0 * rho_crit() * 4.0 / 3.0 * np.pi * r**3
+    return float(nfw_mass(m, brentq(excess, 0.5 * m.r500, 4.0 * m.r500, xtol=1e-10 * m.r500)))
 
 
 def clump_share_within(m: ClusterModel, r, power: int = 1) -> np.ndarray:

@@ -48,6 +48,16 @@ def synthetic_models(params: Params) -> list[ph.ClusterModel]:
             for k in range(cp.n_clusters)]
 
 
+def halo_selection(params: Params) -> tuple[tng.Selection, tuple[tng.Selection, ...]]:
+    """The params' TNG halo selection, and every candidate rule at the params' bounds (their counts
+    are printed so that a user can see which gives the sample size they expect)."""
+    cp = params.catalog
+    rules = {"m500c": tng.Selection("m500c", cp.log_m500c_min, cp.log_m500c_max),
+             "m200c": tng.Selection("m200c", cp.selection_log_min),
+             "fof": tng.Selection("fof", cp.selection_log_min)}
+    return rules[cp.selection], tuple(rules.values())
+
+
 def resolution(params: Params) -> gen.Resolution:
     cp = params.catalog
     return gen.Resolution(cell_mass=cp.cell_mass_msun, max_cells=cp.max_gas_cells, r_max=cp.r_max_r500)
@@ -76,8 +86,10 @@ def run(workdir: str | Path, params: Params, comm=None, *, restart_from: str | N
     snapshot = 99 if synthetic else cp.tng_snapshot
     tng_dir = stage_dir(workdir, "catalog") if synthetic else Path(cp.tng_dir)
 
+    selection, candidates = halo_selection(params)
+
     def select():
-        return tng.open_inputs(tng_dir, snapshot, cp.log_m500c_min, cp.log_m500c_max)
+        return tng.open_inputs(tng_dir, snapshot, selection, () if synthetic else candidates)
 
     if synthetic:
         models, res = synthetic_models(params), resolution(params)
@@ -87,10 +99,11 @@ def run(workdir: str | Path, params: Params, comm=None, *, restart_from: str | N
     else:
         inputs = on_root(comm, select)
         n = len(inputs.group_id)
-        if n != cp.n_clusters:
-            raise ParamsError(f"{tng_dir} holds {n} haloes with {cp.log_m500c_min} <= log10 M500c <= "
-                              f"{cp.log_m500c_max}, the params say catalog.n_clusters={cp.n_clusters}; "
-                              f"set catalog.n_clusters={n}")
+        log.info("catalog: the group catalogue holds %s; catalog.selection=%s takes %d",
+                 tng.describe_counts(inputs.counts), cp.selection, n)
+        mismatch = tng.sample_size_mismatch(inputs, selection, cp.n_clusters)
+        if mismatch:
+            raise ParamsError(mismatch)
     t0 = time.monotonic()
     with Store.open_stage(workdir, params, "catalog", comm, n_units=n, unit="cluster", restart_from=restart_from,
                           log=log) as st:

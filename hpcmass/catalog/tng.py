@@ -18,7 +18,7 @@ that straddles the edge, so the observe stage can use the centre as it is.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -32,8 +32,11 @@ from . import physics as ph
 #: Gas fields the observe stage needs (DESIGN.md "Offline X-ray path"); all must be present.
 GAS_FIELDS = ("Coordinates", "Masses", "Density", "InternalEnergy", "ElectronAbundance", "GFM_Metallicity",
               "StarFormationRate", "Velocities")
-#: Group catalogue fields the loader reads.
-GROUP_FIELDS = ("Group_M_Crit500", "Group_R_Crit500", "GroupPos")
+#: Group catalogue fields the loader reads (the first three always; a mass per selection rule).
+GROUP_FIELDS = ("Group_M_Crit500", "Group_R_Crit500", "GroupPos", "Group_M_Crit200", "GroupMass")
+#: Halo selection rules and the group catalogue mass each one cuts on (1e10 Msun/h).
+SELECTION_FIELDS = {"m500c": "Group_M_Crit500", "m200c": "Group_M_Crit200", "fof": "GroupMass"}
+_SELECTION_NAMES = {"m500c": "M500c", "m200c": "M200c", "fof": "M_FoF (GroupMass)"}
 #: TNG snapshot header unit constants (cgs); yt takes the code units from them.
 UNIT_LENGTH_CM, UNIT_MASS_G, UNIT_VELOCITY_CM_S = KPC_CM, 1e10 * MSUN_G, 1e5
 #: Observe-stage gas filter: kT > 0.1 keV and not star-forming (the paper's cut).
@@ -44,6 +47,25 @@ _SELECT_TOL = 1e-6
 
 class InputError(StageError):
     """An input file is missing, truncated or inconsistent; the message names file and problem."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The haloes whose ``rule`` mass [Msun] has log_min <= log10 M <= log_max."""
+
+    rule: str
+    log_min: float
+    log_max: float = float("inf")
+
+    def describe(self) -> str:
+        name = _SELECTION_NAMES[self.rule]
+        if np.isinf(self.log_max):
+            return f"log10 {name} >= {self.log_min:g}"
+        return f"{self.log_min:g} <= log10 {name} <= {self.log_max:g}"
+
+    def mask(self, mass_code: np.ndarray, hubble: float) -> np.ndarray:
+        log_m = np.log10(np.maximum(mass_code.astype(np.float64), 1e-30) * 1e10 / hubble)
+        return (log_m >= self.log_min - _SELECT_TOL) & (log_m <= self.log_max + _SELECT_TOL)
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,8 @@ class Inputs:
     m500: np.ndarray      # Group_M_Crit500, 1e10 Msun/h
     r500: np.ndarray      # Group_R_Crit500, ckpc/h
     pos: np.ndarray       # GroupPos wrapped into [0, BoxSize), ckpc/h
+    #: Haloes each candidate rule would select (Selection.describe() -> count; None: field not staged).
+    counts: dict = field(default_factory=dict)
 
     @property
     def a(self) -> float:
@@ -169,8 +193,12 @@ def _chunks(tng_dir: Path, snapshot: int) -> list[Path]:
     return [p for _, p in found]
 
 
-def open_inputs(tng_dir: str | Path, snapshot: int, log_m500c_min: float, log_m500c_max: float) -> Inputs:
-    """Read the group catalogue (all chunks) and select haloes with M500c in the range [Msun]."""
+def open_inputs(tng_dir: str | Path, snapshot: int, selection: Selection, candidates=()) -> Inputs:
+    """Read the group catalogue (all chunks) and select the haloes of ``selection``.
+
+    Also counts the haloes each of ``candidates`` would select (where its mass field is staged), so
+    that a user can see which rule gives the sample size they expect.
+    """
     tng_dir = Path(tng_dir)
     if not tng_dir.is_dir():
         raise InputError(f"catalog.tng_dir {tng_dir}: no such directory; stage the TNG300 data there with "
@@ -179,6 +207,7 @@ def open_inputs(tng_dir: str | Path, snapshot: int, log_m500c_min: float, log_m5
     if not chunks:
         raise InputError(f"{group_catalog_dir(tng_dir, snapshot)}: no group catalogue "
                          f"(fof_subhalo_tab_{snapshot:03d}.*.hdf5); run `hpcmass fetch-tng` first")
+    required = {"Group_M_Crit500", "Group_R_Crit500", "GroupPos", SELECTION_FIELDS[selection.rule]}
     fields: dict[str, list[np.ndarray]] = {k: [] for k in GROUP_FIELDS}
     header = None
     for path in chunks:
@@ -191,20 +220,42 @@ def open_inputs(tng_dir: str | Path, snapshot: int, log_m500c_min: float, log_m5
                 if n == 0:
                     continue  # TNG chunks without groups have no Group datasets
                 for k in GROUP_FIELDS:
-                    if f"Group/{k}" not in f:
-                        raise InputError(f"{path}: group catalogue field Group/{k} is missing")
-                    fields[k].append(f[f"Group/{k}"][...])
+                    if f"Group/{k}" in f:
+                        fields[k].append(f[f"Group/{k}"][...])
+                    elif k in required:
+                        raise InputError(f"{path}: group catalogue field Group/{k} is missing; re-run "
+                                         f"`hpcmass fetch-tng` (it stages every field the selection rules use)")
         except OSError as e:
             raise InputError(f"{path}: cannot read the group catalogue ({_first_line(e)}); truncated download? "
                              f"delete it and re-run `hpcmass fetch-tng`") from None
     cat = {k: np.concatenate(v) if v else np.empty((0, 3) if k == "GroupPos" else 0) for k, v in fields.items()}
+    n_groups = len(cat["Group_M_Crit500"])
     box, h = float(header["BoxSize"]), float(header["HubbleParam"])
-    log_m = np.log10(np.maximum(cat["Group_M_Crit500"].astype(np.float64), 1e-30) * 1e10 / h)
-    sel = np.flatnonzero((log_m >= log_m500c_min - _SELECT_TOL) & (log_m <= log_m500c_max + _SELECT_TOL))
+    counts = {c.describe(): int(c.mask(cat[SELECTION_FIELDS[c.rule]], h).sum())
+              if len(cat[SELECTION_FIELDS[c.rule]]) == n_groups else None for c in candidates}
+    sel = np.flatnonzero(selection.mask(cat[SELECTION_FIELDS[selection.rule]], h))
     return Inputs(tng_dir=tng_dir, snapshot=snapshot, box_size=box, hubble=h, omega_m=float(header["Omega0"]),
                   omega_l=float(header["OmegaLambda"]), redshift=max(float(header["Redshift"]), 0.0),
                   group_id=sel.astype(np.int64), m500=cat["Group_M_Crit500"][sel],
-                  r500=cat["Group_R_Crit500"][sel], pos=wrap(cat["GroupPos"][sel].astype(np.float64), box))
+                  r500=cat["Group_R_Crit500"][sel], pos=wrap(cat["GroupPos"][sel].astype(np.float64), box),
+                  counts=counts)
+
+
+def sample_size_mismatch(inputs: Inputs, selection: Selection, n_clusters: int) -> str | None:
+    """The one-line complaint when ``selection`` does not give ``n_clusters`` haloes (None if it does)."""
+    n = len(inputs.group_id)
+    if n == n_clusters:
+        return None
+    return (f"{inputs.tng_dir} holds {n} haloes with {selection.describe()}, the params say catalog.n_clusters="
+            f"{n_clusters}; set catalog.n_clusters={n}, or the rule that gives your sample (catalog.selection, "
+            f"catalog.selection_log_min): {describe_counts(inputs.counts)}")
+
+
+def describe_counts(counts: dict) -> str:
+    """'741 haloes with 13.57 <= log10 M500c <= 15.06; 290 with ...' for logs and errors."""
+    parts = [f"{'not staged' if n is None else n} {'haloes ' if i == 0 else ''}with {rule}"
+             for i, (rule, n) in enumerate(counts.items())]
+    return "; ".join(parts)
 
 
 def _first_line(e: Exception) -> str:
