@@ -13,7 +13,9 @@ weight-gradient passes). Rows, all images/s:
   the threads :func:`hpcmass.cpu.configure_tensorflow` gives it (what ``hpcmass train`` does with
   one fold per rank); target: 2 ranks ≥ 1.6× one rank;
 - the pipeline in one rank with TensorFlow's default CPU kernels (``TF_ENABLE_ONEDNN_OPTS=0``), to
-  show what the oneDNN switch in :mod:`hpcmass` buys on this machine.
+  show what the oneDNN switch in :mod:`hpcmass` buys on this machine;
+- ``--stack K`` folds stacked in one process (``train.stack_folds``: one model of K towers, every
+  core), taking turns with the two above; it counts all K folds' images.
 
 Then inference, and paper-scale projections (329 clusters, 128 px: 263 training and 33 validation
 clusters × 24 views per epoch). With ``--workdir`` (a store with catalog, observe and dataset
@@ -21,7 +23,7 @@ done, e.g. the demo's) one real fold is also trained and timed.
 
     source jobs/env.sh
     python benchmarks/bench_train.py [--clusters 24] [--pixels 128] [--epochs 5] [--repeats 2]
-                                     [--workdir runs/demo --params params/demo.yaml]
+                                     [--stack 2] [--workdir runs/demo --params params/demo.yaml]
 
 This VM's speed comes in two modes (~110 and ~200 images/s per core for the same code, from
 epoch to epoch), so each rate is the fastest of ``--epochs`` timed epochs after an untimed one,
@@ -106,18 +108,19 @@ def fresh_model(pixels):
     return model
 
 
-def rates(variants: dict, n_images: int, epochs: int) -> dict:
-    """Best images/s of each variant over ``epochs`` epochs, after one untimed epoch (tracing).
+def rates(variants: dict, epochs: int) -> dict:
+    """Best images/s of each variant (name: (one epoch's function, its images)) over ``epochs``
+    epochs, after one untimed epoch (tracing).
 
     The variants take turns epoch by epoch, so a load that comes and goes hits them alike.
     """
-    for fit_epoch in variants.values():
+    for fit_epoch, _ in variants.values():
         fit_epoch(0)
     times = {name: [] for name in variants}
     for e in range(1, epochs + 1):
-        for name, fit_epoch in variants.items():
+        for name, (fit_epoch, _) in variants.items():
             times[name].append(_timed(lambda: fit_epoch(e)))
-    return {name: n_images / min(t) for name, t in times.items()}
+    return {name: variants[name][1] / min(t) for name, t in times.items()}
 
 
 def pipeline_epochs(source, ids, batch: int):
@@ -125,6 +128,16 @@ def pipeline_epochs(source, ids, batch: int):
 
     model = fresh_model(source.pixels)
     return lambda e: model.fit(source.dataset(epoch_order(ids, 1, 0, e), batch), epochs=1, verbose=0)
+
+
+def stacked_epochs(source, ids, batch: int, k: int):
+    """K folds' towers in one model (train.stack_folds), each fold with its own epoch order."""
+    from hpcmass.train.pipeline import epoch_order
+    from hpcmass.train.stack import Stack, dropout_seeds, epoch_batches
+
+    towers = Stack([fresh_model(source.pixels).get_weights() for _ in range(k)], [None] * k, "log1p", 5e-4)
+    return lambda e: towers.train_epoch(epoch_batches(source, [epoch_order(ids, 1, f, e) for f in range(k)],
+                                                      [dropout_seeds(1, f, e) for f in range(k)], batch))
 
 
 def worker(a) -> None:
@@ -138,8 +151,8 @@ def worker(a) -> None:
     threads = configure_tensorflow(comm, working=True)
     images, log_m = synthetic(a.clusters, a.pixels)
     source = ViewSource(images, log_m)
-    rate = rates({"pipe": pipeline_epochs(source, view_ids(np.arange(a.clusters), N_VIEWS), a.batch)},
-                 a.clusters * N_VIEWS, a.epochs)["pipe"]
+    rate = rates({"pipe": (pipeline_epochs(source, view_ids(np.arange(a.clusters), N_VIEWS), a.batch),
+                           a.clusters * N_VIEWS)}, a.epochs)["pipe"]
     per_rank = comm.gather((rate, threads), root=0)
     if comm.Get_rank() == 0:
         print("RESULT " + json.dumps({"rates": [r for r, _ in per_rank], "threads": [t for _, t in per_rank]}))
@@ -164,6 +177,7 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=5, help="timed epochs per variant (the fastest counts)")
     ap.add_argument("--repeats", type=int, default=2, help="turns of the three mpirun runs (the best counts)")
+    ap.add_argument("--stack", type=int, default=2, help="folds stacked in one process")
     ap.add_argument("--workdir", help="also train one fold of this store and time it")
     ap.add_argument("--params", help="params of that store")
     ap.add_argument("--fold", type=int, default=0)
@@ -195,9 +209,9 @@ def main():
     ids = view_ids(np.arange(a.clusters), N_VIEWS)
     x = tf.constant(make_views(images).reshape(n, a.pixels, a.pixels).astype(np.float32))
     y = tf.constant(np.repeat(log_m, N_VIEWS).astype(np.float32))
-    r = rates({"pipe": pipeline_epochs(source, ids, a.batch),
-               "bare": lambda e: model.fit(x, y, batch_size=a.batch, shuffle=True, epochs=1, verbose=0)},
-              n, a.epochs)
+    r = rates({"pipe": (pipeline_epochs(source, ids, a.batch), n),
+               "bare": (lambda e: model.fit(x, y, batch_size=a.batch, shuffle=True, epochs=1, verbose=0), n),
+               "stacked": (stacked_epochs(source, ids, a.batch, a.stack), a.stack * n)}, a.epochs)
     alone = n / _timed(lambda: sum(1 for _ in source.dataset(ids, a.batch)))
     views = x.numpy()
     predict_log_m500c(model, views[: a.batch])  # trace the predict function
@@ -218,6 +232,7 @@ def main():
     print(f"{'':44}{'images/s':>9}{'of limit':>9}")
     row("bare model.fit, in-memory views", r["bare"])
     row("hpcmass tf.data pipeline (one process)", r["pipe"], f"pipeline/bare {r['pipe'] / r['bare']:.2f} (target >= 0.9)")
+    row(f"{a.stack} folds stacked, one process", r["stacked"], f"stacked/pipeline {r['stacked'] / r['pipe']:.2f}")
     row("mpirun -n 1, pipeline", one["total"], f"{one['threads'][0]} thread(s)")
     row("mpirun -n 2, pipeline, one model per rank", two["total"],
         f"threads {two['threads']}; 2 ranks / 1 rank {two['total'] / one['total']:.2f} (target >= 1.6), "
@@ -226,7 +241,7 @@ def main():
         f"oneDNN gives {one['total'] / default_kernels['total']:.2f}x")
     row("  the pipeline alone (no model)", alone)
     row("  inference (validation/test views)", infer)
-    best = max(r["pipe"], two["total"])
+    best = max(r["pipe"], r["stacked"], two["total"])
     epoch_s = PAPER_TRAIN / best + PAPER_VAL / infer
     print(f"paper scale ({PAPER_TRAIN} training + {PAPER_VAL} validation images per epoch) at the best rate "
           f"({best:.0f} images/s): {epoch_s:.1f} s/epoch -> one fold of {PAPER_EPOCHS} epochs "

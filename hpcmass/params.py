@@ -188,6 +188,16 @@ class TrainParams(Section):
     horovod_lr_scaling: Literal["linear", "none"] = "linear"
     #: tf.config.experimental.enable_op_determinism(): bit-identical reruns and resumes (slower on GPU).
     deterministic: bool = False
+    #: The folds a process trains run side by side as one model of towers (hpcmass/train/stack.py): fills
+    #: a GPU with a 58k-parameter CNN. Same seeds and data order; other dropout masks than unstacked.
+    stack_folds: bool = False
+
+    @model_validator(mode="after")
+    def _one_way_to_share(self):
+        if self.stack_folds and self.horovod:
+            raise _FieldError(("stack_folds",), True, "false with train.horovod (a fold is either shared by "
+                                                       "ranks or stacked with others, not both)")
+        return self
 
 
 class InterpretParams(Section):

@@ -64,6 +64,7 @@ def test_stage_hash_depends_on_upstream_sections_only():
         ("run:\n  name: x\n", ["train.batch_size=0"], ["--set train.batch_size=0", "train.batch_size", ">= 1"]),
         ("run:\n  name: x\n", ["train.batchsize=8"], ["--set train.batchsize=8", "unknown key"]),
         ("run:\n  name: x\n", ["nonsense"], ["--set 'nonsense'", "key.path=value"]),
+        ("train:\n  horovod: true\n", ["train.stack_folds=true"], ["train.stack_folds", "false with train.horovod"]),
     ],
 )
 def test_bad_params_give_one_line_and_exit_2(tmp_path, env, yaml_text, overrides, expected):

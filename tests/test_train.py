@@ -24,7 +24,7 @@ from hpcmass.store import FAILED, Store, store_path
 tf = pytest.importorskip("tensorflow")
 tf_keras = pytest.importorskip("tf_keras")
 
-from hpcmass.train import checkpoint  # noqa: E402
+from hpcmass.train import checkpoint, stack  # noqa: E402
 from hpcmass.train.stage import requested_folds  # noqa: E402
 from hpcmass.train.files import checkpoint_dir, model_path, result_path  # noqa: E402
 from hpcmass.train.fold import train_fold  # noqa: E402
@@ -383,6 +383,116 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
         kept = s2.file["train/epoch_chosen"][0]
         assert kept == np.nanargmin(s2.file["train/history_val_loss"][0]) + 1 == s1.file["train/epoch_chosen"][0]
         np.testing.assert_array_equal(s1.file["train/pred_log_m500c"][...], s2.file["train/pred_log_m500c"][...])
+
+
+# --- folds stacked (train.stack_folds) --------------------------------------------------------------
+
+
+def test_stacked_towers_predict_as_each_folds_model():
+    rng = np.random.default_rng(1)
+    for pixels in (24, 128):
+        models = []
+        for seed in range(3):
+            tf_keras.utils.set_random_seed(seed)
+            models.append(build_model(pixels, "log1p"))
+        towers = stack.Stack([m.get_weights() for m in models], [None] * 3, "log1p", 5e-4)
+        views = [rng.poisson(3.0, (n, pixels, pixels)).astype(np.float32) for n in (5, 7, 3)]  # padded to 7
+        for model, v, got in zip(models, views, towers.predict(views), strict=True):
+            np.testing.assert_allclose(got, predict_log_m500c(model, v), rtol=0, atol=2e-7)
+        for model, w in zip(models, towers.weights(), strict=True):
+            assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), w, strict=True))
+
+
+def test_stacked_adam_is_keras_adam_for_each_fold():
+    rng = np.random.default_rng(2)
+    start = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    grads = rng.normal(size=(5, 2, 3, 4)).astype(np.float32)
+    active = np.array([[1, 1], [1, 0], [1, 1], [0, 1], [1, 1]], bool)  # fold 1 sits out step 2, fold 0 step 4
+    var, m, v = tf.Variable(start), tf.Variable(np.zeros_like(start)), tf.Variable(np.zeros_like(start))
+    steps = tf.Variable(np.zeros(2, np.int64))
+    for g, a in zip(grads, active, strict=True):
+        stack.adam_update([var], [m], [v], steps, [tf.constant(g)], tf.constant(5e-4, tf.float32), tf.constant(a))
+    assert list(steps.numpy()) == [4, 4]
+    for fold in range(2):
+        ref = tf.Variable(start[fold])
+        adam = tf_keras.optimizers.Adam(learning_rate=5e-4)
+        for g, a in zip(grads, active, strict=True):
+            if a[fold]:
+                adam.apply_gradients([(tf.constant(g[fold]), ref)])
+        np.testing.assert_array_equal(var.numpy()[fold], ref.numpy())
+
+
+def test_stacked_training_is_unstacked_training_without_dropout(tmp_path, toy, monkeypatch):
+    """With dropout off nothing random is left: the stack must train each fold as train_fold does
+    (same initial weights, data order, batches, loss and Adam), up to float rounding."""
+    images, log_m, folds = toy
+    params = load_params("params/ci.yaml", ["train.max_epochs=4", "train.stop_min_slope=100", *IN_PROCESS])
+    monkeypatch.setattr("hpcmass.train.model.DROPOUT", 0.0)
+    monkeypatch.setattr(stack, "DROPOUT", 0.0)
+    alone = [train_fold(k, images, log_m, folds, params, tmp_path / "alone") for k in range(3)]
+    stacked = sorted(stack.train_stack([0, 1, 2], images, log_m, folds, params, tmp_path / "stacked"),
+                     key=lambda r: r.fold)
+    for a, b in zip(alone, stacked, strict=True):
+        assert (b.status, b.epochs_trained, b.epoch_chosen) == ("done", 4, a.epoch_chosen)
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(b.history[key], a.history[key], rtol=1e-3)
+        np.testing.assert_allclose(b.pred, a.pred, atol=1e-4)
+        np.testing.assert_array_equal(predict_log_m500c(load_fold_model(tmp_path / "stacked", b.fold),
+                                                        make_views(images[folds == b.fold])).reshape(b.pred.shape),
+                                      b.pred)
+
+
+def test_stacked_training_matches_unstacked_in_distribution(tmp_path, toy):
+    """With dropout the masks differ (stateless draws against Keras's generators): the learning
+    curves and test scatter must agree within the spread that dropout itself causes."""
+    images, log_m, folds = toy
+    params = load_params("params/ci.yaml", ["train.max_epochs=15", "train.stop_min_slope=100", *IN_PROCESS])
+    alone = [train_fold(k, images, log_m, folds, params, tmp_path / "alone") for k in range(3)]
+    stacked = sorted(stack.train_stack([0, 1, 2], images, log_m, folds, params, tmp_path / "stacked"),
+                     key=lambda r: r.fold)
+    ratio = np.log([np.array(b.history["loss"][5:]) / a.history["loss"][5:] for a, b in zip(alone, stacked)])
+    assert abs(np.mean(ratio)) < np.log(1.3) and np.std(ratio) < np.log(1.6), ratio
+    first = [b.history["loss"][0] / a.history["loss"][0] for a, b in zip(alone, stacked)]
+    np.testing.assert_allclose(first, 1, atol=0.15)  # the same start and data: only the dropout masks differ
+    truth = np.concatenate([np.repeat(log_m[folds == k], 24) for k in range(3)])
+    scatter = [np.sqrt(np.mean((np.concatenate([r.pred.ravel() for r in runs]) - truth) ** 2))
+               for runs in (alone, stacked)]
+    assert 0.7 < scatter[1] / scatter[0] < 1.4, scatter
+
+
+def test_stacked_folds_leave_the_stack_and_resume_bit_for_bit(tmp_path):
+    """Each fold stops on its own (plateau rule with the criteria always met, patience 2) and the
+    rest train on as a smaller stack; SIGKILL and a rerun give the uninterrupted run bit for bit."""
+    sets = ["--set", "train.stack_folds=true", "--set", "train.max_epochs=12", "--set", "train.patience=2",
+            "--set", "train.stop_max_abs_delta=100", "--set", "train.stop_max_abs_median=100",
+            "--set", "train.stop_min_slope=1e-9"]
+    runs = {}
+    for name in ("straight", "interrupted"):
+        runs[name] = work = tmp_path / name
+        _toy_workdir(work, seed=9)
+        hpcmass("dataset", *CI, "--workdir", work, env=base_env(work), check=True)
+    cmd = ["-m", "hpcmass", "train", *CI, *sets]
+    straight = hpcmass(*cmd[2:], "--workdir", runs["straight"], env=base_env(tmp_path), check=True).stderr
+    assert "training 3 fold(s) stacked: 0, 1, 2" in straight
+    with Store.read(runs["straight"]) as s:
+        trained = s.file["train/epochs_trained"][...]
+        kept = s.file["train/epoch_chosen"][...]
+    np.testing.assert_array_equal(trained, np.minimum(kept + 2, 12))
+    assert len(set(trained)) > 1, f"every fold stopped after {trained[0]} epochs: nothing left the stack"
+    assert re.search(r"training [12] fold\(s\) stacked", straight)
+    work = runs["interrupted"]
+    rc, _ = _interrupt(cmd, work, signal.SIGKILL, after_epoch=2)
+    assert rc == -signal.SIGKILL, "training ended before it could be killed"
+    resumed = hpcmass(*cmd[2:], "--workdir", work, env=base_env(tmp_path), check=True).stderr
+    assert "fold 0: resuming after epoch" in resumed
+    with Store.read(runs["straight"]) as s1, Store.read(work) as s2:
+        for name in ("pred_log_m500c", "epoch_chosen", "epochs_trained", "history_loss", "history_val_loss"):
+            np.testing.assert_array_equal(s1.file[f"train/{name}"][...], s2.file[f"train/{name}"][...])
+    for k in range(3):
+        a, b = load_fold_model(runs["straight"], k), load_fold_model(work, k)
+        assert trainable_parameters(b) == PAPER_PARAMETERS
+        for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+            np.testing.assert_array_equal(wa, wb)
 
 
 # --- bad inputs ------------------------------------------------------------------------------------

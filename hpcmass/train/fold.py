@@ -1,13 +1,13 @@
 """Training one cross-validation fold: the paper's CNN, a stopping rule, checkpoints, predictions.
 
-:func:`train_fold` is the one training code path, for a single process and for a Horovod group
-(:class:`~hpcmass.train.distributed.Group`): each epoch it re-derives the random streams from
-(run.seed, fold, epoch), trains on this rank's share of a shuffled epoch of training views,
+:func:`train_fold` trains one fold, in a single process or in a Horovod group
+(:class:`~hpcmass.train.distributed.Group`); :mod:`.stack` trains several side by side. Both keep
+each fold's record in a :class:`FoldRun`. Each epoch :func:`train_fold` re-derives the random
+streams from (run.seed, fold, epoch), trains on this rank's share of a shuffled epoch of training views,
 gathers the validation predictions of all ranks, records the validation loss and the paper's
 criteria, asks the stopping rule (:mod:`.stopping`; every rank gets the same answer) whether to
 stop and which epoch to keep, and rank 0 checkpoints. A fold that diverges (non-finite loss or
-weights) stops at once with a message; its last good checkpoint stays. At the end every rank
-takes the kept epoch's weights and rank 0 saves that model and predicts every view of the test fold.
+weights) stops at once with a message; its last good checkpoint stays. At the end rank 0 saves the kept epoch's model and predicts every view of the test fold.
 """
 
 from __future__ import annotations
@@ -58,6 +58,114 @@ def initial_model(params: Params, fold: int, pixels: int):
     return build_model(pixels, params.dataset.scaling, seed=int_seed(seed, "train", fold, "dropout"))
 
 
+class FoldRun:
+    """One fold's record, whoever trains its epochs (:func:`train_fold`, or a stack of folds in
+    :func:`hpcmass.train.stack.train_stack`): its clusters and views, per-epoch history, stopping
+    decision, the kept epoch's weights, checkpoints and result. Every rank of ``group`` holds one."""
+
+    def __init__(self, fold: int, source: ViewSource, log_m500c: np.ndarray, folds: np.ndarray, params: Params,
+                 workdir, group: Group = Group(), log=None, dropout_keys: str = ""):
+        self.fold, self.source, self.params, self.workdir, self.group, self.log = fold, source, params, workdir, group, log
+        self.train_c, self.val_c, self.test_c = split(folds, fold, params.dataset.n_folds)
+        if self.train_c.size == 0:
+            raise ValueError(f"fold {fold} has no training clusters")
+        self.train_mean = float(np.mean(log_m500c[self.train_c]))
+        self.train_ids = view_ids(self.train_c, source.n_views)
+        self.val_x = source.views(self.val_c)
+        self.val_true = np.repeat(log_m500c[self.val_c], source.n_views)
+        self.params_hash = params.stage_hash("train")
+        self.ck_dir = checkpoint_dir(workdir, fold)
+        self.rng_keys = {"seed": params.run.seed, "fold": fold, "data_order": "rng(seed, 'train', fold, epoch)",
+                         "dropout": dropout_keys, "ranks": group.size}
+        self.learning_rate = group.learning_rate(params.train.learning_rate, params.train.horovod_lr_scaling)
+        self.history: dict[str, list[float]] = {k: [] for k in checkpoint.HISTORY_KEYS}
+        self.epoch, self.kept_weights = 0, []
+        self.decision = self._decide()
+
+    def initial_model(self):
+        """The fold's CNN before training (:func:`initial_model`), its output bias as ``train.output_bias`` says."""
+        model = initial_model(self.params, self.fold, self.source.pixels)
+        # The target is log10 M itself (as in the paper), ~14: by default start the output at the training
+        # mean rather than at 0, so the first epochs learn the mass dependence instead of the offset.
+        if self.params.train.output_bias == "mean":
+            model.get_layer("log_m500c").bias.assign([self.train_mean])
+        return model
+
+    def resume(self) -> checkpoint.State | None:
+        """The newest checkpoint of these params (history, epoch and kept weights taken from it), or None."""
+        state = checkpoint.load_latest(self.ck_dir, params_hash=self.params_hash, fold=self.fold, log=self.log)
+        if state is not None:
+            self.history, self.epoch, self.kept_weights = state.history, state.epoch, state.kept
+            self.decision = self._decide()
+            if self.log:
+                self.log.info("fold %d: resuming after epoch %d from %s", self.fold, self.epoch, self.ck_dir)
+        return state
+
+    def _decide(self):
+        tp = self.params.train
+        return decide(self.history["val_loss"], self.history["val_met"], tp.stopping, tp.patience, tp.max_epochs)
+
+    @property
+    def training(self) -> bool:
+        """More epochs to train: the stopping rule has not stopped the fold, nor has train.max_epochs."""
+        return not self.decision.stop and self.epoch < self.params.train.max_epochs
+
+    def record(self, loss: float, val_pred: np.ndarray, seconds: float, weights, optimizer) -> None:
+        """Record epoch ``self.epoch + 1`` (training loss, validation predictions), decide, and keep
+        and checkpoint its weights (``weights()``, ``optimizer()``: that epoch's arrays)."""
+        tp = self.params.train
+        self.epoch += 1
+        crit = evaluate_params(val_pred, self.val_true, tp)
+        val_loss = float(np.mean((val_pred.astype(np.float64) - self.val_true) ** 2))
+        for key, value in zip(checkpoint.HISTORY_KEYS, (loss, val_loss, crit.max_abs_delta, crit.median_delta,
+                                                        crit.slope, float(crit.met), seconds)):
+            self.history[key].append(value)
+        self.decision = self._decide()
+        current = weights()
+        if self.decision.kept == self.epoch:
+            self.kept_weights = current
+        if self.group.writes:
+            checkpoint.save(self.ck_dir, checkpoint.State(self.epoch, current, optimizer(), self.history,
+                                                          self.kept_weights),
+                            params_hash=self.params_hash, fold=self.fold, rng_keys=self.rng_keys)
+        if self.log:
+            self.log.info("fold %d epoch %d/%d: loss %.5f  val loss %.5f  %s  %.1fs", self.fold, self.epoch,
+                          tp.max_epochs, loss, val_loss, crit.describe(), seconds)
+
+    def result(self, status: str, message: str, kept: int, met: bool) -> FoldResult:
+        """The fold's outcome; for "done", rank 0 saves the kept epoch's model and predicts the test fold."""
+        pred = None
+        if status == "done" and self.group.writes:
+            model = build_model(self.source.pixels, self.params.dataset.scaling)
+            model.set_weights(self.kept_weights)
+            save_model_atomic(model, model_path(self.workdir, self.fold))
+            pred = predict_log_m500c(model, self.source.views(self.test_c)).reshape(self.test_c.size,
+                                                                                    self.source.n_views)
+        return FoldResult(self.fold, status, message, self.test_c, pred, kept, met, self.history, self.group.size,
+                          self.learning_rate, len(self.history["loss"]))
+
+    def done(self) -> FoldResult:
+        """The result once training has ended: the stopping rule's kept epoch."""
+        now = self.decision
+        return self.result("done", f"fold {self.fold}: model of epoch {now.kept} of {self.epoch} kept "
+                                   f"({self.params.train.stopping} rule: {now.reason})", now.kept, now.met)
+
+    def diverged(self, loss: float) -> FoldResult:
+        """Epoch ``self.epoch + 1`` gave a non-finite loss or weights: the fold fails, nothing is checkpointed."""
+        epoch = self.epoch + 1
+        last = f"epoch {epoch - 1} in {self.ck_dir}" if epoch > 1 else "none (diverged in the first epoch)"
+        message = (f"fold {self.fold}: training diverged (loss {loss}) in epoch {epoch}; stopped. Last good "
+                   f"checkpoint: {last}. Try a smaller train.learning_rate or another dataset.scaling")
+        if self.log:
+            self.log.error(message)
+        return self.result("failed", message, epoch - 1, False)
+
+    def stopped(self, reason: str) -> FoldResult:
+        """Stopped on request (a signal) after its last epoch: resumable from the checkpoint."""
+        return self.result("stopped", f"fold {self.fold}: stopped after epoch {self.epoch} on {reason}; its "
+                                      f"checkpoint resumes it", self.decision.kept, False)
+
+
 def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.ndarray, params: Params,
                workdir, group: Group = Group(), log=None, stop=lambda: None, on_epoch=None) -> FoldResult:
     """Train fold ``fold`` (resuming from its last checkpoint) and predict its test clusters.
@@ -69,104 +177,38 @@ def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.n
     on every rank after each epoch's record (studies of training; never part of the decision).
     """
     tp, seed = params.train, params.run.seed
-    n_folds = params.dataset.n_folds
-    train_c, val_c, test_c = split(folds, fold, n_folds)
-    if train_c.size == 0:
-        raise ValueError(f"fold {fold} has no training clusters")
     if tp.deterministic:
         tf.config.experimental.enable_op_determinism()
-    params_hash = params.stage_hash("train")
-    ck_dir = checkpoint_dir(workdir, fold)
-    rng_keys = {"seed": seed, "fold": fold, "data_order": "rng(seed, 'train', fold, epoch)",
-                "dropout": "int_seed(seed, 'train', fold, epoch, 'dropout', layer, rank)", "ranks": group.size}
-
-    source = ViewSource(images, log_m500c)
-    pixels = source.pixels
-    train_ids = view_ids(train_c, source.n_views)
-    val_x = source.views(val_c)
-    val_true = np.repeat(log_m500c[val_c], source.n_views)
-
-    model = initial_model(params, fold, pixels)
-    lr = group.learning_rate(tp.learning_rate, tp.horovod_lr_scaling)
-    optimizer = compile_model(model, group, lr)
-    # The target is log10 M itself (as in the paper), ~14: by default start the output at the training
-    # mean rather than at 0, so the first epochs learn the mass dependence instead of the offset.
-    if tp.output_bias == "mean":
-        model.get_layer("log_m500c").bias.assign([float(np.mean(log_m500c[train_c]))])
-
-    state = checkpoint.load_latest(ck_dir, params_hash=params_hash, fold=fold, log=log)
-    history: dict[str, list[float]] = {k: [] for k in checkpoint.HISTORY_KEYS}
-    start, kept_weights = 0, []
+    run = FoldRun(fold, ViewSource(images, log_m500c), log_m500c, folds, params, workdir, group, log,
+                  dropout_keys="int_seed(seed, 'train', fold, epoch, 'dropout', layer, rank)")
+    model = run.initial_model()
+    optimizer = compile_model(model, group, run.learning_rate)
+    state = run.resume()
     if state is not None:
         model.set_weights(state.weights)
         for var, value in zip(optimizer.variables, state.optimizer, strict=True):
             var.assign(value)
-        history, start, kept_weights = state.history, state.epoch, state.kept
-        if log:
-            log.info("fold %d: resuming after epoch %d from %s", fold, start, ck_dir)
     group.broadcast(model.variables + optimizer.variables)
 
-    def result(status, message, kept, met):
-        pred = None
-        if status == "done":
-            model.set_weights(kept_weights)
-            if group.writes:
-                save_model_atomic(_inference_copy(model, pixels, params.dataset.scaling), model_path(workdir, fold))
-                pred = predict_log_m500c(model, source.views(test_c)).reshape(test_c.size, source.n_views)
-        return FoldResult(fold, status, message, test_c, pred, kept, met, history, group.size, lr,
-                          len(history["loss"]))
-
-    def decision():
-        return decide(history["val_loss"], history["val_met"], tp.stopping, tp.patience, tp.max_epochs)
-
-    now = decision()
-    epoch = start
-    while not now.stop and epoch < tp.max_epochs:
-        epoch += 1
+    while run.training:
+        epoch = run.epoch + 1
         t0 = time.monotonic()
         _seed_dropout(model, seed, fold, epoch, group.rank)
-        ids = epoch_order(train_ids, seed, fold, epoch, group.rank, group.size)
-        local_loss = model.fit(source.dataset(ids, tp.batch_size), epochs=1, verbose=0).history["loss"][0]
+        ids = epoch_order(run.train_ids, seed, fold, epoch, group.rank, group.size)
+        local_loss = model.fit(run.source.dataset(ids, tp.batch_size), epochs=1, verbose=0).history["loss"][0]
         gathered = group.allgather((float(local_loss), _finite(local_loss, model)))
         loss = float(np.mean([g[0] for g in gathered]))
         if not all(g[1] for g in gathered):
-            last = f"epoch {epoch - 1} in {ck_dir}" if epoch > 1 else "none (diverged in the first epoch)"
-            message = (f"fold {fold}: training diverged (loss {loss}) in epoch {epoch}; stopped. Last good "
-                       f"checkpoint: {last}. Try a smaller train.learning_rate or another dataset.scaling")
-            if log:
-                log.error(message)
-            return result("failed", message, epoch - 1, False)
-        part = predict_log_m500c(model, val_x[group.rank::group.size])
-        val_pred = group.gather_rows(part, len(val_x))
-        crit = evaluate_params(val_pred, val_true, tp)
-        val_loss = float(np.mean((val_pred.astype(np.float64) - val_true) ** 2))
-        seconds = time.monotonic() - t0
-        for key, value in zip(checkpoint.HISTORY_KEYS, (loss, val_loss, crit.max_abs_delta, crit.median_delta,
-                                                        crit.slope, float(crit.met), seconds)):
-            history[key].append(value)
-        now = decision()
-        if now.kept == epoch:
-            kept_weights = model.get_weights()
-        if group.writes:
-            checkpoint.save(ck_dir, checkpoint.State(epoch, model.get_weights(),
-                                                     [v.numpy() for v in optimizer.variables], history, kept_weights),
-                            params_hash=params_hash, fold=fold, rng_keys=rng_keys)
-        if log:
-            log.info("fold %d epoch %d/%d: loss %.5f  val loss %.5f  %s  %.1fs", fold, epoch, tp.max_epochs, loss,
-                     val_loss, crit.describe(), seconds)
+            return run.diverged(loss)
+        part = predict_log_m500c(model, run.val_x[group.rank::group.size])
+        val_pred = group.gather_rows(part, len(run.val_x))
+        run.record(loss, val_pred, time.monotonic() - t0, model.get_weights,
+                   lambda: [v.numpy() for v in optimizer.variables])
         if on_epoch is not None:
             on_epoch(epoch, model)
         asked = [r for r in group.allgather(stop()) if r]  # every rank must agree to stop
-        if asked and not now.stop:
-            return result("stopped", f"fold {fold}: stopped after epoch {epoch} on {asked[0]}; its checkpoint "
-                                     f"resumes it", now.kept, False)
-    return result("done", f"fold {fold}: model of epoch {now.kept} of {epoch} kept ({tp.stopping} rule: "
-                          f"{now.reason})", now.kept, now.met)
+        if asked and run.training:
+            return run.stopped(asked[0])
+    return run.done()
 
 
-def _inference_copy(model, pixels: int, scaling: str):
-    """The trained weights in a fresh, uncompiled model: the stored file has no optimizer (Horovod's
-    wrapped optimizer class does not serialise) and loads anywhere."""
-    kept = build_model(pixels, scaling)
-    kept.set_weights(model.get_weights())
-    return kept

@@ -50,7 +50,8 @@ class ViewSource:
         self._operations = tf.constant(view_operations())
         self._targets = tf.constant(np.asarray(targets, dtype=np.float32))
 
-    def _gather(self, ids):
+    def gather(self, ids):
+        """Raw-count views (float32) and targets of a batch of view ids."""
         import tensorflow as tf
 
         cluster, view = ids // self.n_views, ids % self.n_views
@@ -66,7 +67,7 @@ class ViewSource:
         import tensorflow as tf
 
         ds = tf.data.Dataset.from_tensor_slices(np.asarray(ids, dtype=np.int64)).batch(batch_size)
-        return ds.map(self._gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        return ds.map(self.gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
             tf.data.AUTOTUNE)
 
     def views(self, clusters) -> np.ndarray:

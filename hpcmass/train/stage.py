@@ -9,7 +9,8 @@ How ranks share the work:
   i mod size); folds never exchange anything;
 - with ``horovod=True`` (``--horovod``, or ``train.horovod: true``) all ranks train each fold together (data
   parallel: Horovod averages the gradients of every step); see :mod:`hpcmass.train.distributed`
-  for batch size and learning rate.
+  for batch size and learning rate;
+- with ``train.stack_folds`` each rank trains its folds side by side as one model (:mod:`hpcmass.train.stack`).
 
 Each rank sizes TensorFlow's thread pools to the cores it owns (:mod:`hpcmass.cpu`) before its
 first TensorFlow operation; a rank whose folds are done sleeps until the others finish.
@@ -90,8 +91,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     wanted = requested_folds(fold, n_folds)
     images, log_m500c, folds = read_inputs(workdir, params.file)
     n_clusters, pixels = images.shape[0], images.shape[-1]
-    from .fold import train_fold  # TensorFlow: imported only when training
-    from .model import MIN_PIXELS
+    from .model import MIN_PIXELS  # TensorFlow: imported only when training
 
     if pixels < MIN_PIXELS:
         raise ParamsError(f"observe.image_pixels = {pixels}: the paper's CNN needs at least {MIN_PIXELS} pixels")
@@ -131,9 +131,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     device = group.pin_gpu() if mine else None
     if device:
         log.info("training on %s", device)
-    for i, k in enumerate(mine):
-        log.info("fold %d (%d/%d on this %s)", k, i + 1, len(mine), "group" if horovod else "rank")
-        res = train_fold(k, images, log_m500c, folds, params, workdir, group, log, stop=stop_requested)
+    for res in _train(mine, images, log_m500c, folds, params, workdir, group, log):
         log.info(res.message)
         if res.status == "stopped":  # SLURM's time-limit warning: resumable from the checkpoint
             break
@@ -150,6 +148,20 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     log.info("train: %d/%d folds in the store; models in %s", summary["done"], summary["total"],
              stage_dir(workdir, "train"))
     return summary
+
+
+def _train(mine, images, log_m500c, folds, params, workdir, group, log):
+    """This rank's folds' results as they finish: one after another, or side by side (train.stack_folds)."""
+    from .fold import train_fold  # TensorFlow: imported only when training
+    from .stack import train_stack
+
+    if params.train.stack_folds:
+        if mine:
+            yield from train_stack(mine, images, log_m500c, folds, params, workdir, log, stop=stop_requested)
+        return
+    for i, k in enumerate(mine):
+        log.info("fold %d (%d/%d on this %s)", k, i + 1, len(mine), "group" if group.hvd else "rank")
+        yield train_fold(k, images, log_m500c, folds, params, workdir, group, log, stop=stop_requested)
 
 
 def _finished(workdir, fold: int, params_hash: str) -> bool:
