@@ -74,9 +74,18 @@ def save(directory: Path, state: State, *, params_hash: str, fold: int, rng_keys
     return final
 
 
-def load_latest(directory: Path, *, params_hash: str, fold: int, log=None) -> State | None:
-    """The newest readable checkpoint made with these params, or None (stale ones are cleared)."""
+def latest_epoch(directory: Path) -> int:
+    """The epoch of the newest checkpoint file (0 if none), without reading it."""
+    found = _existing(directory)
+    return found[0][0] if found else 0
+
+
+def load_latest(directory: Path, *, params_hash: str, fold: int, log=None, at_most: int | None = None) -> State | None:
+    """The newest readable checkpoint made with these params (of an epoch ``<= at_most``, if given),
+    or None (stale ones are cleared)."""
     for epoch, path in _existing(directory):
+        if at_most is not None and epoch > at_most:
+            continue
         try:
             with h5py.File(path, "r") as f:
                 if f.attrs["params_hash"] != params_hash or int(f.attrs["fold"]) != fold:

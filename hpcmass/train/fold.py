@@ -91,9 +91,11 @@ class FoldRun:
             model.get_layer("log_m500c").bias.assign([self.train_mean])
         return model
 
-    def resume(self) -> checkpoint.State | None:
-        """The newest checkpoint of these params (history, epoch and kept weights taken from it), or None."""
-        state = checkpoint.load_latest(self.ck_dir, params_hash=self.params_hash, fold=self.fold, log=self.log)
+    def resume(self, at_most: int | None = None) -> checkpoint.State | None:
+        """The newest checkpoint of these params (of an epoch ``<= at_most``, if given), or None; the
+        history, epoch and kept weights are taken from it."""
+        state = checkpoint.load_latest(self.ck_dir, params_hash=self.params_hash, fold=self.fold, log=self.log,
+                                       at_most=at_most)
         if state is not None:
             self.history, self.epoch, self.kept_weights = state.history, state.epoch, state.kept
             self.decision = self._decide()

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..seeding import int_seed
+from . import checkpoint
 from .fold import FoldRun
 from .model import DROPOUT
 from .pipeline import ViewSource, epoch_order
@@ -195,42 +196,53 @@ def train_stack(fold_list: list[int], images: np.ndarray, log_m500c: np.ndarray,
     if tp.deterministic:
         tf.config.experimental.enable_op_determinism()
     source = ViewSource(images, log_m500c)
-    runs, weights, optimizer = [], {}, {}
-    for k in fold_list:
-        run = FoldRun(k, source, log_m500c, folds, params, workdir, log=log,
-                      dropout_keys="stateless(int_seed(seed, 'train', fold, epoch, 'dropout', layer), step)")
-        state = run.resume()
-        weights[k] = state.weights if state else run.initial_model().get_weights()
-        optimizer[k] = state.optimizer if state else None
-        if run.training:
-            runs.append(run)
-        else:
+    runs = [FoldRun(k, source, log_m500c, folds, params, workdir, log=log,
+                    dropout_keys="stateless(int_seed(seed, 'train', fold, epoch, 'dropout', layer), step)")
+            for k in fold_list]
+    # A kill between two folds' checkpoints leaves them one epoch apart: those ahead step back (two
+    # checkpoints are kept), so the stack resumes as it ran. Further apart (another rank layout), they
+    # resume where they are.
+    latest = {r.fold: checkpoint.latest_epoch(r.ck_dir) for r in runs}
+    common = min(latest.values())
+    weights, optimizer = {}, {}
+    for run in runs:
+        state = run.resume(at_most=common if latest[run.fold] == common + 1 else None)
+        if run.epoch != common and log:
+            log.warning("fold %d resumes after epoch %d, the stack's other folds after %d: its last bits may "
+                        "differ from an uninterrupted run", run.fold, run.epoch, common)
+        weights[run.fold] = state.weights if state else run.initial_model().get_weights()
+        optimizer[run.fold] = state.optimizer if state else None
+    for run in runs:
+        if not run.training:
             yield run.done()
+    runs = [r for r in runs if r.training]
     while runs:
         stack = Stack([weights[r.fold] for r in runs], [optimizer[r.fold] for r in runs], params.dataset.scaling,
                       runs[0].learning_rate)
         if log:
             log.info("training %d fold(s) stacked: %s", len(runs), ", ".join(str(r.fold) for r in runs))
-        leaving = []
-        while not leaving:
+        results = []
+        while not results:
             t0 = time.monotonic()
             orders = [epoch_order(r.train_ids, seed, r.fold, r.epoch + 1) for r in runs]
             seeds = [dropout_seeds(seed, r.fold, r.epoch + 1) for r in runs]
             losses = stack.train_epoch(epoch_batches(source, orders, seeds, tp.batch_size))
             val_pred = stack.predict([r.val_x for r in runs])
             seconds = time.monotonic() - t0
-            fold_weights, fold_optimizer = stack.weights(), stack.optimizer_state()
-            for run, loss, pred, w, opt in zip(runs, losses, val_pred, fold_weights, fold_optimizer, strict=True):
+            ending = []
+            for run, loss, pred, w, opt in zip(runs, losses, val_pred, stack.weights(), stack.optimizer_state(),
+                                               strict=True):
                 weights[run.fold], optimizer[run.fold] = w, opt
                 if not (np.isfinite(loss) and all(np.isfinite(a).all() for a in w)):
-                    leaving.append(run)
-                    yield run.diverged(float(loss))
+                    results.append(run.diverged(float(loss)))
                     continue
                 run.record(float(loss), pred, seconds, lambda w=w: w, lambda opt=opt: opt)
                 if not run.training:
-                    leaving.append(run)
-                    yield run.done()
-            runs = [r for r in runs if r not in leaving]
+                    ending.append(run)
+            # Results only once every fold's checkpoint of this epoch is written (see the resume above).
+            results += [run.done() for run in ending]
+            runs = [r for r in runs if r.training and r.fold not in {res.fold for res in results}]
+            yield from results
             asked = stop()
             if asked:
                 for run in runs:
