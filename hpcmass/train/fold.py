@@ -3,11 +3,12 @@
 :func:`train_fold` trains one fold, in a single process or in a Horovod group
 (:class:`~hpcmass.train.distributed.Group`); :mod:`.stack` trains several side by side. Both keep
 each fold's record in a :class:`FoldRun`. Each epoch :func:`train_fold` re-derives the random
-streams from (run.seed, fold, epoch), trains on this rank's share of a shuffled epoch of training views,
-gathers the validation predictions of all ranks, records the validation loss and the paper's
-criteria, asks the stopping rule (:mod:`.stopping`; every rank gets the same answer) whether to
-stop and which epoch to keep, and rank 0 checkpoints. A fold that diverges (non-finite loss or
-weights) stops at once with a message; its last good checkpoint stays. At the end rank 0 saves the kept epoch's model and predicts every view of the test fold.
+streams from (run.seed, fold, epoch), trains on this rank's share of a shuffled epoch of training
+views, gathers the validation predictions of all ranks, records the validation loss and the
+paper's criteria, asks the stopping rule (:mod:`.stopping`; every rank gets the same answer)
+whether to stop and which epoch to keep, and rank 0 checkpoints. A fold that diverges
+(non-finite loss or weights) stops at once with a message; its last good checkpoint stays. At the
+end rank 0 saves the kept epoch's model and predicts every view of the test fold.
 """
 
 from __future__ import annotations
