@@ -15,11 +15,13 @@ counts and ``stack.forward``'s predictions; ``--check ref.npz`` (JAX) compares i
 
 Paper scale per fold and epoch: 263 training and 33 validation clusters × 24 views (the 8 flips and
 quarter turns of 3 projections, ``hpcmass.images.make_views``) of 128×128 Poisson counts, all on the
-device. Rows: each path (a Python loop of jitted steps, as the suite's training loop runs; one
-``lax.scan`` per epoch) for K = 1 and K = 10 folds, training images/s (validation prediction
-included in each epoch's time), and the fraction of a limit from a float32 matmul measured at the
-start, as ``bench_train.py`` does on CPU. Then the paper-scale projection: 10 folds one after
-another against 10 stacked, 150 epochs each.
+device (stacked, each fold's validation is cut to the smallest fold's 32 clusters). Rows: each
+path (a Python loop of jitted steps, as the suite's training loop runs; one ``lax.scan`` per
+epoch) for K = 1 and K = 10 folds, the K = 10 towers also unrolled (K copies of one tower's ops
+in one program instead of grouped convolutions) and at full float32; training images/s
+(validation prediction included in each epoch's time), and the fraction of a limit from a float32
+matmul measured at the start, as ``bench_train.py`` does on CPU. Then the paper-scale projection:
+10 folds one after another against 10 stacked, 150 epochs each. Needs jax and optax.
 
     python benchmarks/bench_gpu.py [--stack 10] [--epochs 3] [--clusters 329] [--out results.json]
 """
