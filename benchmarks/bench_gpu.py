@@ -177,7 +177,7 @@ class Towers:
         import jax.numpy as jnp
         import optax
 
-        self.k, self.clusters = k, clusters
+        self.k = k
         forward = jax_model()
 
         def stacked(fn):
@@ -194,6 +194,8 @@ class Towers:
         self.params = [jnp.asarray(w) for w in init_weights(np.random.default_rng(k), k)]
         self.opt_state = jax.vmap(opt.init)(self.params)
         self.ids = [fold_views(clusters, f) for f in range(k)]
+        shortest = min(len(v) for _, v in self.ids)  # folds of 32 or 33 clusters
+        self.val_ids = jnp.asarray(np.stack([v[:shortest] for _, v in self.ids]))
         self.rng = np.random.default_rng(1)
 
         def fold_step(w, state, counts, targets, key):
@@ -244,8 +246,7 @@ class Towers:
             for s in range(ids.shape[0]):
                 carry, _ = self.step(carry, (ids[s], keys[s]), self.views, self.targets)
         self.params, self.opt_state = carry
-        val = np.stack([v[: min(len(v) for _, v in self.ids)] for _, v in self.ids])  # folds of 32 or 33 clusters
-        self.predict(self.params, val, self.views).block_until_ready()
+        self.predict(self.params, self.val_ids, self.views).block_until_ready()
         return ids.size
 
 

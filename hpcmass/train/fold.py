@@ -213,5 +213,3 @@ def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.n
         if asked and run.training:
             return run.stopped(asked[0])
     return run.done()
-
-
