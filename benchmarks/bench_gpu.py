@@ -85,7 +85,7 @@ def write_reference(path: str) -> None:
     rng = np.random.default_rng(7)
     weights = init_weights(rng, 3, output_bias=0.0)  # an offset of 14 would hide differences below its rounding
     counts = rng.poisson(3.0, (3, 8, PIXELS, PIXELS)).astype(np.float32)
-    pred = forward([tf.constant(w) for w in weights], tf.constant(counts), "log1p").numpy()
+    pred = forward([tf.constant(w) for w in weights], tf.constant(counts[:, :, None]), "log1p").numpy()  # one band
     np.savez(path, counts=counts, pred=pred, **{f"w{i}": w for i, w in enumerate(weights)})
     print(f"wrote {path}: 3 towers, predictions {pred.min():.4f}..{pred.max():.4f}")
 
@@ -154,7 +154,7 @@ def data(clusters: int, seed: int = 0):
     """Every cluster's 24 views (paper scale: 329 × 24 = 7,896 images of 128², 517 MB) and masses."""
     rng = np.random.default_rng(seed)
     projections = rng.poisson(rng.uniform(0.5, 8.0, (clusters, 1, 1, 1)), (clusters, 3, PIXELS, PIXELS))
-    views = np.stack([make_views(p) for p in projections]).reshape(-1, PIXELS, PIXELS).astype(np.float32)
+    views = np.stack([make_views(p[:, None]) for p in projections]).reshape(-1, PIXELS, PIXELS).astype(np.float32)
     return views, rng.uniform(13.57, 15.06, clusters).astype(np.float32)
 
 

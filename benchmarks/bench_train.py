@@ -92,7 +92,7 @@ def train_flop_per_image(model) -> float:
 
 def synthetic(clusters: int, pixels: int):
     rng = np.random.default_rng(0)
-    return rng.poisson(5.0, (clusters, 3, pixels, pixels)).astype(np.int32), rng.uniform(13.6, 15.0, clusters)
+    return rng.poisson(5.0, (clusters, 3, 1, pixels, pixels)).astype(np.int32), rng.uniform(13.6, 15.0, clusters)
 
 
 def fresh_model(pixels):
@@ -207,7 +207,7 @@ def main():
 
     source = ViewSource(images, log_m)
     ids = view_ids(np.arange(a.clusters), N_VIEWS)
-    x = tf.constant(make_views(images).reshape(n, a.pixels, a.pixels).astype(np.float32))
+    x = tf.constant(make_views(images).reshape(n, 1, a.pixels, a.pixels).astype(np.float32))
     y = tf.constant(np.repeat(log_m, N_VIEWS).astype(np.float32))
     r = rates({"pipe": (pipeline_epochs(source, ids, a.batch), n),
                "bare": (lambda e: model.fit(x, y, batch_size=a.batch, shuffle=True, epochs=1, verbose=0), n),

@@ -1,5 +1,8 @@
 """Cluster images: their geometry and the paper's 24 views, shared by every stage that looks at images.
 
+An image is ``(bands, P, P)`` counts, one channel per energy band of ``observe.bands`` (the
+paper's one broad band: ``bands = 1``); a cluster's projections are ``(axes, bands, P, P)``.
+
 Geometry: an image is a square field centred on the cluster; pixel centres sit at
 ``(i - (P - 1) / 2)`` pixels from the centre; :func:`pixel_arcsec` and :func:`kpc_per_arcsec` turn
 pixels into angles and physical lengths.
@@ -35,7 +38,7 @@ VIEW_ORDER = "view = 8*axis + 4*flip + k: rot90(fliplr(projection) if flip else 
 def _ops(x):
     """(flip last axis, swap last two axes, stack) for numpy arrays or TensorFlow tensors."""
     if isinstance(x, np.ndarray):
-        return (lambda a: a[..., ::-1], lambda a: np.swapaxes(a, -1, -2), lambda xs: np.stack(xs, axis=-3))
+        return (lambda a: a[..., ::-1], lambda a: np.swapaxes(a, -1, -2), lambda xs: np.stack(xs, axis=-4))
     import tensorflow as tf
 
     def swap(a):
@@ -43,21 +46,23 @@ def _ops(x):
         perm[-1], perm[-2] = perm[-2], perm[-1]
         return tf.transpose(a, perm)
 
-    return (lambda a: tf.reverse(a, [-1]), swap, lambda xs: tf.stack(xs, axis=-3))
+    return (lambda a: tf.reverse(a, [-1]), swap, lambda xs: tf.stack(xs, axis=-4))
 
 
 def make_views(projections):
-    """All views of projections ``(..., n_axes, P, P)`` -> ``(..., 8 * n_axes, P, P)`` in the order above.
+    """All views of projections ``(..., n_axes, bands, P, P)`` -> ``(..., 8 * n_axes, bands, P, P)`` in the
+    order above (every energy band of a view turned alike).
 
     Works on numpy arrays and on TensorFlow tensors (so also inside tf.data / tf.function).
     """
     flip, swap, stack = _ops(projections)
-    if projections.shape[-1] != projections.shape[-2]:
-        raise ValueError(f"projections must be square images, got shape {tuple(projections.shape)}")
-    n_axes = projections.shape[-3]
+    if len(projections.shape) < 4 or projections.shape[-1] != projections.shape[-2]:
+        raise ValueError(f"projections must be (..., axes, bands, P, P) with square images, got shape "
+                         f"{tuple(projections.shape)}")
+    n_axes = projections.shape[-4]
     out = []
     for a in range(n_axes):
-        img = projections[..., a, :, :]
+        img = projections[..., a, :, :, :]
         for mirrored in (img, flip(img)):
             view = mirrored
             for _ in range(4):
@@ -75,7 +80,7 @@ def view_operations() -> np.ndarray:
     """
     index = np.arange(9).reshape(3, 3)  # no symmetry: identifies the view
     table = []
-    for view in make_views(index[None]):
+    for view in make_views(index[None, None])[:, 0]:
         for cols, rows, transpose in itertools.product((False, True), repeat=3):
             m = index[:, ::-1] if cols else index
             m = m[::-1] if rows else m
@@ -108,3 +113,8 @@ def kpc_per_arcsec(redshift: float, hubble: float, omega_matter: float, omega_la
     cosmo = Cosmology(hubble_constant=hubble, omega_matter=omega_matter, omega_lambda=omega_lambda)
     d_a = cosmo.angular_diameter_distance(0.0, redshift).to_value("kpc")
     return float(d_a * np.pi / 180.0 / 3600.0)
+
+
+def bands_label(bands) -> str:
+    """Energy bands in words: ``[[0.5, 1.2], [1.2, 7]]`` -> ``"0.5-1.2, 1.2-7 keV"``."""
+    return ", ".join(f"{lo:g}-{hi:g}" for lo, hi in bands) + " keV"

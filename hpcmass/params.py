@@ -96,8 +96,12 @@ class ObserveParams(Section):
     #: Projection axes; the paper uses all three.
     axes: tuple[Literal["x", "y", "z"], ...] = ("x", "y", "z")
     image_pixels: Annotated[int, Field(ge=8, le=4096)] = 128
-    emin_kev: Annotated[float, Field(gt=0.0)] = 0.5
-    emax_kev: Annotated[float, Field(gt=0.0)] = 7.0
+    #: Energy bands [keV], one image channel each, contiguous and ascending (lo <= E < hi): the paper's
+    #: one broad band by default; e.g. [[0.5, 1.2], [1.2, 2.5], [2.5, 7.0]] gives the CNN colour (Ho et
+    #: al. 2023). Contiguous so that the bands sum to the broad-band image the L_X baseline and the
+    #: interpretation's profiles read.
+    bands: Annotated[tuple[tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]], ...],
+                     Field(strict=False, min_length=1, max_length=16)] = ((0.5, 7.0),)
     #: Only gas hotter than this and not star-forming (StarFormationRate == 0) emits.
     kt_min_kev: Annotated[float, Field(gt=0.0, lt=10.0)] = 0.1
     #: Foreground (galactic) absorption: column density in 1e22 cm^-2 (paper: 4e20 cm^-2) and model.
@@ -133,10 +137,22 @@ class ObserveParams(Section):
     #: Keep each observation's SOXS event list as a FITS event file in <workdir>/observe/events/.
     keep_events: bool = False
 
+    @property
+    def emin_kev(self) -> float:
+        """Lower edge of the broad band the bands cover [keV]."""
+        return self.bands[0][0]
+
+    @property
+    def emax_kev(self) -> float:
+        """Upper edge of the broad band the bands cover [keV]."""
+        return self.bands[-1][1]
+
     @model_validator(mode="after")
     def _band(self):
-        if self.emax_kev <= self.emin_kev:
-            raise _FieldError(("emax_kev",), self.emax_kev, f"a value > observe.emin_kev ({self.emin_kev})")
+        edges = [e for band in self.bands for e in band]
+        if any(hi <= lo for lo, hi in self.bands) or any(a != b for a, b in zip(edges[1::2], edges[2::2])):
+            raise _FieldError(("bands",), [list(b) for b in self.bands],
+                              "contiguous ascending bands [[lo, hi], [hi, hi2], ...] with lo < hi")
         if len(set(self.axes)) != len(self.axes) or not self.axes:
             raise _FieldError(("axes",), list(self.axes), "one or more distinct axes out of x, y, z")
         if self.spectrum_emax_kev <= self.spectrum_emin_kev:
@@ -407,6 +423,11 @@ def apply_override(tree: dict, assignment: str) -> tuple[str, ...]:
     return path
 
 
+#: Keys earlier versions read, and what says the same now.
+RENAMED = {k: "; it became observe.bands, a list of [emin_kev, emax_kev] bands ([[0.5, 7.0]]: the paper's one)"
+           for k in ("observe.emin_kev", "observe.emax_kev")}
+
+
 def _describe(exc: ValidationError, source: str, overrides: dict[tuple[str, ...], str]) -> str:
     err = exc.errors(include_url=False)[0]
     ctx_err = (err.get("ctx") or {}).get("error")
@@ -423,7 +444,7 @@ def _describe(exc: ValidationError, source: str, overrides: dict[tuple[str, ...]
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
     if err["type"] == "extra_forbidden":
-        return f"{origin}: unknown key {key!r}{tail}"
+        return f"{origin}: unknown key {key!r}{RENAMED.get(key, '')}{tail}"
     return f"{origin}: {key} = {value!r}: expected {expected}{tail}"
 
 

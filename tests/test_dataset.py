@@ -19,34 +19,38 @@ from hpcmass.store import DONE, Store
 tf = pytest.importorskip("tensorflow")
 
 
-def _asymmetric(n_axes=3, pixels=6, seed=0):
-    """Projections with no symmetry at all: every one of the 8 square symmetries gives a new image."""
-    return np.random.default_rng(seed).permutation(n_axes * pixels * pixels).reshape(n_axes, pixels, pixels)
+def _asymmetric(n_axes=3, pixels=6, seed=0, bands=1):
+    """Projections (axes, bands, P, P) with no symmetry at all: every one of the 8 square symmetries gives a
+    new image."""
+    n = n_axes * bands * pixels * pixels
+    return np.random.default_rng(seed).permutation(n).reshape(n_axes, bands, pixels, pixels)
 
 
 # --- views ---------------------------------------------------------------------------------------
 
 
 def test_24_distinct_views_in_the_documented_order():
-    proj = _asymmetric()
+    proj = _asymmetric(bands=2)
     views = make_views(proj)
-    assert views.shape == (N_VIEWS, 6, 6) and N_VIEWS == 3 * VIEWS_PER_AXIS == 24
+    assert views.shape == (N_VIEWS, 2, 6, 6) and N_VIEWS == 3 * VIEWS_PER_AXIS == 24
     assert len({v.tobytes() for v in views}) == 24
     for axis in range(3):
         for flip in (0, 1):
             for k in range(4):
-                expected = np.rot90(np.fliplr(proj[axis]) if flip else proj[axis], k)
-                np.testing.assert_array_equal(views[8 * axis + 4 * flip + k], expected)
+                for band in range(2):  # every band of a view turned alike
+                    image = proj[axis, band]
+                    expected = np.rot90(np.fliplr(image) if flip else image, k)
+                    np.testing.assert_array_equal(views[8 * axis + 4 * flip + k, band], expected)
 
 
 def test_views_are_the_square_symmetry_group():
-    proj = _asymmetric(n_axes=1)[0]
-    views = {v.tobytes() for v in make_views(proj[None])}
+    proj = _asymmetric(n_axes=1)[0, 0]
+    views = {v.tobytes() for v in make_views(proj[None, None])}
     # The paper's "reflections along the vertical and horizontal axes" and the transposes are all in it...
     for other in (np.flipud(proj), np.fliplr(proj), proj.T, np.rot90(proj.T), np.flipud(np.fliplr(proj))):
         assert other.tobytes() in views
     # ...and it is closed: a view of a view is a view.
-    for v in make_views(proj[None]):
+    for v in make_views(proj[None, None]):
         assert {w.tobytes() for w in make_views(v[None])} == views
 
 
@@ -54,26 +58,29 @@ def test_views_numpy_tensorflow_operations_and_leading_dims_agree():
     proj = _asymmetric(n_axes=2, pixels=5)
     batch = np.stack([proj, proj + 100])
     np_views = make_views(batch)
-    assert np_views.shape == (2, 16, 5, 5)
+    assert np_views.shape == (2, 16, 1, 5, 5)
     np.testing.assert_array_equal(make_views(tf.constant(batch)).numpy(), np_views)
     ops = view_operations()
     assert ops.shape == (8, 3) and len({tuple(o) for o in ops}) == 8  # all 8 combinations, once each
     for d, (cols, rows, transpose) in enumerate(ops):
-        m = proj[1][:, ::-1] if cols else proj[1]
+        m = proj[1, 0][:, ::-1] if cols else proj[1, 0]
         m = m[::-1] if rows else m
-        np.testing.assert_array_equal(m.T if transpose else m, np_views[0, 8 + d])
+        np.testing.assert_array_equal(m.T if transpose else m, np_views[0, 8 + d, 0])
     with pytest.raises(ValueError, match="square"):
-        make_views(np.zeros((3, 4, 5)))
+        make_views(np.zeros((3, 1, 4, 5)))
+    with pytest.raises(ValueError, match="bands"):
+        make_views(np.zeros((3, 5, 5)))  # no band axis
 
 
-def test_pipeline_batches_are_the_views_of_their_ids():
-    images, log_m = toy_images(5, pixels=24, seed=1)
+@pytest.mark.parametrize("bands", [1, 3])
+def test_pipeline_batches_are_the_views_of_their_ids(bands):
+    images, log_m = toy_images(5, pixels=24, seed=1, bands=bands)
     src = ViewSource(images, log_m)
-    assert (src.n_views, src.pixels) == (24, 24)
+    assert (src.n_views, src.image_shape) == (24, (bands, 24, 24))
     ids = epoch_order(view_ids(np.arange(5), 24), seed=3, fold=0, epoch=1)
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in src.dataset(ids, batch_size=7)])
     xs, ys = np.concatenate(xs), np.concatenate(ys)
-    every = make_views(images).reshape(5 * 24, 24, 24)
+    every = make_views(images).reshape(5 * 24, bands, 24, 24)
     np.testing.assert_array_equal(xs, every[ids])
     np.testing.assert_allclose(ys, log_m[ids // 24], rtol=1e-6)
     assert xs.dtype == np.float32 and [len(x) for x, _ in src.dataset(ids, 7)][-1] == 120 % 7

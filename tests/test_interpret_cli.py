@@ -17,14 +17,16 @@ from hpcmass.store import LAYOUT, Store
 
 pytestmark = pytest.mark.mpi  # every test here runs hpcmass under real mpirun
 PARAMS = ROOT / "params" / "ci.yaml"
+#: Three energy bands: the interpretation of a CNN with colour (the report tests read one band).
+BANDS = "observe.bands=[[0.5, 1.2], [1.2, 2.5], [2.5, 7.0]]"
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A tiny store up to train (built once), and copies interpreted on 1 and 2 ranks, and on 2 ranks
-    writing per-rank shard files (as where h5py lacks MPI)."""
+    """A tiny store up to train in three energy bands (built once), and copies interpreted on 1 and 2
+    ranks, and on 2 ranks writing per-rank shard files (as where h5py lacks MPI)."""
     base = tmp_path_factory.mktemp("tiny") / "base"
-    params = load_params(PARAMS)
+    params = load_params(PARAMS, [BANDS])
     build_tiny_run(base, params)
     runs = {}
     for ranks, shards in ((1, False), (2, False), (2, True)):
@@ -32,8 +34,8 @@ def tiny_run(tmp_path_factory):
         work = base.parent / f"ranks{key}"
         shutil.copytree(base, work)
         env = base_env(work.parent) | ({"HPCMASS_STORE_SHARDS": "1"} if shards else {})
-        proc = mpirun(ranks, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", work, env=env,
-                      timeout=300)
+        proc = mpirun(ranks, "-m", "hpcmass", "interpret", "--params", PARAMS, "--set", BANDS, "--workdir", work,
+                      env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[key] = (work, proc)
     return params, base, runs
@@ -59,6 +61,7 @@ def test_interpretation_results_are_consistent(tiny_run):
         g = s.file["interpret"]
         pred = s.file["train/pred_log_m500c"][...]
         images = s.file["observe/images"][...]
+        assert images.shape[1:3] == (3, 3)  # projections, energy bands
         # step 0 is the prediction train made for the same view with the same model
         assert np.allclose(g["pred_dream"][..., 0], pred, atol=1e-4)
         # iterations are meant to raise the predicted mass
@@ -67,7 +70,7 @@ def test_interpretation_results_are_consistent(tiny_run):
         assert np.allclose(g.attrs["radial_edges_r500c"], radial_edges(ip))
         # the stored map is N_t - N_0 of the stored view, a non-negative whole-photon image
         dn = g["dn_map"][...]
-        view0 = make_views(images)[:, MAP_VIEW]
+        view0 = make_views(images)[:, MAP_VIEW].sum(axis=1)  # the maps are of all bands together
         assert (view0[:, None] + dn >= 0).all() and np.abs(dn).sum() > 0
         small = np.abs(dn) <= ip.small_change * view0[:, None]
         assert np.array_equal(g["small_change_map"][...].astype(bool), small)
@@ -81,7 +84,7 @@ def test_interpretation_results_are_consistent(tiny_run):
         assert nulls == list(ip.nulls) and g["null_profile"].shape == (10, len(nulls), 24, ip.iterations, ip.radial_bins)
         response = g["core_response"][...]
         assert response.shape == (10, 1 + len(nulls), 24)
-        views = make_views(images).astype(float)
+        views = make_views(images).sum(axis=2).astype(float)
         r500c = s.file["catalog/r500c_kpc"][...]
         for i in range(10):
             r = radius_r500c(images.shape[-1], g.attrs["pixel_kpc"], r500c[i])
@@ -98,7 +101,7 @@ def test_interpretation_results_are_consistent(tiny_run):
 
 def test_interpret_resumes_and_refuses_an_incomplete_train(tiny_run, tmp_path):
     _, base, runs = tiny_run
-    again = mpirun(1, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", runs[1][0])
+    again = mpirun(1, "-m", "hpcmass", "interpret", "--params", PARAMS, "--set", BANDS, "--workdir", runs[1][0])
     assert again.returncode == 0 and "interpreting 0 of 10 clusters" in again.stderr
     broken = tmp_path / "broken"
     shutil.copytree(base, broken)
@@ -108,7 +111,7 @@ def test_interpret_resumes_and_refuses_an_incomplete_train(tiny_run, tmp_path):
 
     with h5py.File(broken / "store.h5", "a") as f:
         f["train/done"][1] = 0
-    proc = mpirun(1, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", broken)
+    proc = mpirun(1, "-m", "hpcmass", "interpret", "--params", PARAMS, "--set", BANDS, "--workdir", broken)
     assert proc.returncode == 1
     assert "the train stage has 2/3 folds done; run `hpcmass train" in proc.stderr
 
@@ -131,7 +134,7 @@ def test_missing_fold_model_fails_its_clusters_and_a_rerun_finishes_them(tiny_ru
         in_fold = s.file["dataset/fold"][...] == 1
     assert 0 < in_fold.sum() < in_fold.size
 
-    proc = mpirun(2, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", work)
+    proc = mpirun(2, "-m", "hpcmass", "interpret", "--params", PARAMS, "--set", BANDS, "--workdir", work)
     assert proc.returncode == 1, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("hpcmass interpret: error:")]
     assert len(errors) == 1 and str(missing) in errors[0], proc.stderr[-3000:]
@@ -143,7 +146,7 @@ def test_missing_fold_model_fails_its_clusters_and_a_rerun_finishes_them(tiny_ru
     assert all(str(missing).encode() in r for r in reasons[in_fold]) and not reasons[~in_fold].any()
 
     aside.rename(missing)
-    proc = mpirun(2, "-m", "hpcmass", "interpret", "--params", PARAMS, "--workdir", work)
+    proc = mpirun(2, "-m", "hpcmass", "interpret", "--params", PARAMS, "--set", BANDS, "--workdir", work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with Store.read(work) as again, Store.read(runs[2][0]) as whole:
         assert again.is_complete("interpret") and not again.file["interpret/error"][...].any()

@@ -103,12 +103,19 @@ def test_occlude_replaces_only_the_region_with_a_seeded_poisson_draw():
     # both fills of both regions, drawn in a fixed order; the own-profile fill of a round cluster is
     # the same cluster, redrawn
     regions = {"core": (0.0, 0.15), "outskirts": (0.5, 1.0)}
-    all_fills = occluded_views(views, r, regions, shape, np.random.default_rng(3))
-    assert all_fills.shape == (2, 2, 2, P, P)
-    assert np.array_equal(all_fills, occluded_views(views, r, regions, shape, np.random.default_rng(3)))
-    own = all_fills[1, 1]
-    assert np.array_equal(own[:, ~inside], views[:, ~inside])
-    assert np.all(np.abs(own[:, inside].sum(axis=1) - total) < 5 * np.sqrt(total))
+    # two energy bands (the second a tenth as bright), each filled from its own mean profile
+    banded = np.stack([views, np.rint(0.1 * views)], axis=1)
+    shapes = np.stack([shape, mean_profile(np.rint(0.1 * image)[None], r[None])])
+    all_fills = occluded_views(banded, r, regions, shapes, np.random.default_rng(3))
+    assert all_fills.shape == (2, 2, 2, 2, P, P)  # regions, fills, views, bands
+    assert np.array_equal(all_fills, occluded_views(banded, r, regions, shapes, np.random.default_rng(3)))
+    # band by band: the first band draws as a one-band image would
+    assert np.array_equal(all_fills[:, :, :, :1], occluded_views(banded[:, :1], r, regions, shapes[:1],
+                                                                 np.random.default_rng(3)))
+    for band, counts in enumerate((total, views[:, inside].sum(axis=1) * 0.1)):
+        own = all_fills[1, 1, :, band]
+        assert np.array_equal(own[:, ~inside], banded[:, band][:, ~inside])
+        assert np.all(np.abs(own[:, inside].sum(axis=1) - counts) < 5 * np.sqrt(counts) + 0.01 * counts)
 
 
 def test_untrained_null_is_the_folds_initial_model():

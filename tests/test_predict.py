@@ -139,7 +139,8 @@ def test_calibration_refuses_unfinished_folds():
 # --- event files -----------------------------------------------------------------------------------
 
 
-GEOMETRY = dict(fov_arcmin=20.0, pixels=128, emin_kev=0.5, emax_kev=7.0)
+GEOMETRY = dict(fov_arcmin=20.0, pixels=128, bands=((0.5, 7.0),))
+THREE_BANDS = ((0.5, 1.2), (1.2, 2.5), (2.5, 7.0))
 
 
 def test_x_ray_peak_finds_the_cluster_not_a_brighter_point_source(tmp_path):
@@ -158,9 +159,24 @@ def test_radec_columns_bin_like_sky_pixels(tmp_path):
     xy = bin_event_file(write_events(tmp_path / "xy.fits", x, y, e), center_radec=(RA0, DEC0), **GEOMETRY)
     rd = bin_event_file(write_events(tmp_path / "rd.fits", x, y, e, columns=("ENERGY", "RA", "DEC")),
                         center_radec=(RA0, DEC0), **GEOMETRY)
-    assert xy.image.sum() > 30_000
+    assert xy.image.shape == (1, 128, 128) and xy.image.sum() > 30_000
     # Two tangent planes differ by < 0.01" over the field: only events on a bin edge may move.
     assert np.abs(xy.image - rd.image).sum() <= 1e-3 * xy.image.sum()
+
+
+def test_contiguous_bands_split_the_broad_band_image_photon_by_photon(tmp_path):
+    x, y, e = cluster_events(seed=3)
+    path = write_events(tmp_path / "xy.fits", x, y, e)
+    broad = bin_event_file(path, center_radec=(RA0, DEC0), **GEOMETRY).image
+    three = bin_event_file(path, center_radec=(RA0, DEC0), **{**GEOMETRY, "bands": THREE_BANDS}).image
+    assert three.shape == (3, 128, 128) and three.dtype == np.int32
+    np.testing.assert_array_equal(three.sum(axis=0), broad[0])
+    # each band is the image of its own energies alone, lo <= E < hi [keV] (ENERGY is in eV)
+    for band, (lo, hi) in zip(three, THREE_BANDS):
+        keep = (e >= 1e3 * lo) & (e < 1e3 * hi)
+        alone = write_events(tmp_path / f"{lo}.fits", x[keep], y[keep], e[keep])
+        np.testing.assert_array_equal(band, bin_event_file(alone, center_radec=(RA0, DEC0), **GEOMETRY).image[0])
+        assert 0.1 * broad.sum() < band.sum() < 0.9 * broad.sum()
 
 
 @pytest.mark.parametrize("kind, message", [
@@ -229,12 +245,13 @@ def test_predict_without_files_or_model_says_what_it_needs(env):
 # --- end to end: the real stages, export-model, predict ------------------------------------------
 
 CI = ["--params", "params/ci.yaml", "--set", "catalog.n_clusters=6", "--set", "catalog.cell_mass_msun=2e9",
-      "--set", "observe.keep_events=true"]
+      "--set", "observe.keep_events=true", "--set", f"observe.bands={[list(b) for b in THREE_BANDS]}"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny trained run whose observe stage kept its event files, and its exported model."""
+    """A tiny trained run in three energy bands whose observe stage kept its event files, and its exported
+    model."""
     wd = tmp_path_factory.mktemp("predict") / "wd"
     env = base_env(wd)
     (wd / "xdg").mkdir(parents=True)  # astropy warns about a missing XDG_CONFIG_HOME
@@ -263,7 +280,8 @@ def test_exported_directory_holds_models_geometry_and_the_computed_coverage(trai
         pred, truth, folds = f["train/pred_log_m500c"][...], f["catalog/log_m500c"][...], f["dataset/fold"][...]
         assert m["provenance"]["train"]["params_hash"] == f["train"].attrs["params_hash"]
     img = m["image"]
-    assert (img["fov_arcmin"], img["pixels"], img["band_kev"]) == (20.0, 32, [0.5, 7.0])
+    assert (img["fov_arcmin"], img["pixels"], img["bands_kev"]) == (20.0, 32, [list(b) for b in THREE_BANDS])
+    assert obs["bands_kev"].tolist() == img["bands_kev"] and list(obs["band_kev"]) == [0.5, 7.0]
     assert img["pixel_arcsec"] == pytest.approx(obs["pixel_arcsec"]) == pytest.approx(37.5)
     assert img["pixel_kpc"] == pytest.approx(obs["pixel_kpc"]) and img["exposure_ks"] == obs["exposure_ks"]
     assert m["provenance"]["observe"]["data_mode"] == obs["data_mode"] == "approximate"
@@ -306,8 +324,10 @@ def test_predicting_the_observe_stage_event_files_equals_predicting_its_images(t
     rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
     for a, path in enumerate(files):
         np.testing.assert_array_equal(bin_event_file(path, center_radec=(30.0, 45.0), fov_arcmin=20.0, pixels=32,
-                                                     emin_kev=0.5, emax_kev=7.0).image, images[a])
+                                                     bands=THREE_BANDS).image, images[a])
     bundle = load_bundle(moved)
+    assert images.shape == (3, 3, 32, 32)  # projections, bands, pixels, pixels
+    assert [m.count_params() for m in bundle.models()] == [58_725] * 3  # 3 bands: 2 x 144 more than the paper's
     mine = bundle.predict(images)  # (3 projections, 3 models, 8 views) from the store's images
     for a, row in enumerate(rows):
         iv = interval(mine[a], bundle.calibration.half_width)

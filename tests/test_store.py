@@ -13,7 +13,7 @@ import pytest
 from hpcmass.errors import StageError, StoreError
 from hpcmass.mpi import world
 from hpcmass.params import load_params
-from hpcmass.store import DONE, FAILED, Store, status, store_path
+from hpcmass.store import DONE, FAILED, LAYOUT_VERSION, Store, status, store_path
 
 
 def _params(*sets):
@@ -80,11 +80,30 @@ def test_restart_from_drops_later_stages(tmp_path):
     p = _params()
     _write_catalog(tmp_path, p, range(12))
     with Store.open_stage(tmp_path, p, "observe", world(), n_units=12, unit="cluster") as st:
-        st.require("images", axes=3, pixels=8)
+        st.require("images", axes=3, bands=1, pixels=8)
     with Store.open_stage(tmp_path, p, "observe", world(), n_units=12, unit="cluster", restart_from="observe") as st:
         assert "images" not in st.group
     _write_catalog(tmp_path, p, [], restart_from="catalog")
     assert status(tmp_path)["stages"]["observe"] is None
+
+
+def test_a_store_of_another_layout_version_is_refused_in_one_line(tmp_path):
+    import h5py
+
+    p = _params()
+    _write_catalog(tmp_path, p, range(12))
+    with h5py.File(store_path(tmp_path), "a") as f:
+        assert int(f.attrs["layout_version"]) == LAYOUT_VERSION == 2
+        f.attrs["layout_version"] = 1  # as hpcmass wrote it before images had an energy-band axis
+    expected = (r"store.h5: store layout version 1, this hpcmass \(\S+\) reads version 2 \(the observe stage's "
+                r"images gained an energy-band axis \(observe.bands\)\); re-run the stages in a new --workdir")
+    with pytest.raises(StoreError, match=expected):
+        with Store.read(tmp_path):
+            pass
+    with pytest.raises(StoreError, match=expected):  # nothing is written into it either
+        _write_catalog(tmp_path, p, [])
+    with h5py.File(store_path(tmp_path), "r") as f:
+        assert int(f.attrs["layout_version"]) == 1 and int(f["catalog"].attrs["n_runs"]) == 1
 
 
 def test_layout_declares_every_dataset(tmp_path):

@@ -28,8 +28,8 @@ from hpcmass.train import checkpoint, stack  # noqa: E402
 from hpcmass.train.stage import requested_folds  # noqa: E402
 from hpcmass.train.files import checkpoint_dir, model_path, result_path  # noqa: E402
 from hpcmass.train.fold import train_fold  # noqa: E402
-from hpcmass.train.model import (PAPER_PARAMETERS, build_model, load_fold_model, predict_log_m500c,  # noqa: E402
-                                 save_model_atomic, trainable_parameters)
+from hpcmass.train.model import (PAPER_PARAMETERS, build_model, expected_parameters, load_fold_model,  # noqa: E402
+                                 predict_log_m500c, save_model_atomic, trainable_parameters)
 from hpcmass.train.results import merge, read_result, retry_busy, write_result  # noqa: E402
 from hpcmass.train.stopping import Decision, decide, evaluate, evaluate_params  # noqa: E402
 
@@ -44,12 +44,16 @@ IN_PROCESS = ["train.deterministic=false"]
 
 
 def test_paper_cnn_has_58437_parameters_at_any_size():
-    assert PAPER_PARAMETERS == 58_437
+    assert PAPER_PARAMETERS == 58_437 == expected_parameters(1)
     for pixels in (22, 32, 128):
         model = build_model(pixels)
         assert trainable_parameters(model) == model.count_params() == 58_437
+    # Each further energy band adds a 3x3 kernel per filter of the first convolution, and nothing else.
+    three = build_model(128, bands=3)
+    assert trainable_parameters(three) == expected_parameters(3) == 58_437 + 2 * 9 * 16 == 58_725
+    assert three.input_shape == (None, 3, 128, 128) and three.get_layer("conv1").kernel.shape == (3, 3, 3, 16)
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["ScaleCounts", "Reshape", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D",
+    assert kinds == ["ScaleCounts", "Permute", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D",
                      "MaxPooling2D", "GlobalAveragePooling2D", "Dropout", "Dense", "Dropout", "Dense", "Dense",
                      "Dense"]
     assert [layer.filters for layer in model.layers if kinds[model.layers.index(layer)] == "Conv2D"] == [16, 32, 64]
@@ -61,7 +65,7 @@ def test_paper_cnn_has_58437_parameters_at_any_size():
 
 def test_predictions_and_gradients_are_in_raw_counts(tmp_path):
     images, _ = toy_images(2, pixels=24, seed=6)
-    counts = images.astype(np.float32)  # (2, 3, 24, 24)
+    counts = images.astype(np.float32)  # (2, 3, 1, 24, 24): 2 clusters, 3 projections, 1 band
     tf_keras.utils.set_random_seed(1)
     model = build_model(24, "log1p")
     pred = predict_log_m500c(model, counts)
@@ -78,7 +82,7 @@ def test_predictions_and_gradients_are_in_raw_counts(tmp_path):
     with tf.GradientTape() as tape:
         y = tf.reduce_sum(loaded(x, training=False))
     grad = tape.gradient(y, x).numpy()
-    assert grad.shape == (3, 24, 24) and np.isfinite(grad).all() and np.abs(grad).max() > 0
+    assert grad.shape == (3, 1, 24, 24) and np.isfinite(grad).all() and np.abs(grad).max() > 0
     missing = re.escape(f"{model_path(tmp_path, 5)}: no trained model for fold 5; run `hpcmass train --fold 5`")
     with pytest.raises(StageError, match=missing):
         load_fold_model(tmp_path, 5)
@@ -390,13 +394,13 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
 
 def test_stacked_towers_predict_as_each_folds_model():
     rng = np.random.default_rng(1)
-    for pixels in (24, 128):
+    for pixels, bands in ((24, 1), (128, 1), (24, 3)):
         models = []
         for seed in range(3):
             tf_keras.utils.set_random_seed(seed)
-            models.append(build_model(pixels, "log1p"))
+            models.append(build_model(pixels, "log1p", bands=bands))
         towers = stack.Stack([m.get_weights() for m in models], [None] * 3, "log1p", 5e-4)
-        views = [rng.poisson(3.0, (n, pixels, pixels)).astype(np.float32) for n in (5, 7, 3)]  # padded to 7
+        views = [rng.poisson(3.0, (n, bands, pixels, pixels)).astype(np.float32) for n in (5, 7, 3)]  # padded to 7
         for model, v, got in zip(models, views, towers.predict(views), strict=True):
             np.testing.assert_allclose(got, predict_log_m500c(model, v), rtol=0, atol=2e-7)
         for model, w in zip(models, towers.weights(), strict=True):
@@ -422,11 +426,16 @@ def test_stacked_adam_is_keras_adam_for_each_fold():
         np.testing.assert_array_equal(var.numpy()[fold], ref.numpy())
 
 
-def test_stacked_training_is_unstacked_training_without_dropout(tmp_path, toy, monkeypatch):
+@pytest.mark.parametrize("bands", [1, 3])
+def test_stacked_training_is_unstacked_training_without_dropout(tmp_path, toy, monkeypatch, bands):
     """With dropout off nothing random is left: the stack must train each fold as train_fold does
-    (same initial weights, data order, batches, loss and Adam), up to float rounding."""
+    (same initial weights, data order, batches, loss and Adam), up to float rounding; with one energy
+    band or three."""
     images, log_m, folds = toy
-    params = load_params("params/ci.yaml", ["train.max_epochs=4", "train.stop_min_slope=100", *IN_PROCESS])
+    three = ["observe.bands=[[0.5, 1.2], [1.2, 2.5], [2.5, 7.0]]"] if bands == 3 else []
+    if bands == 3:
+        images = toy_images(10, pixels=24, seed=7, bands=3)[0]
+    params = load_params("params/ci.yaml", ["train.max_epochs=4", "train.stop_min_slope=100", *IN_PROCESS, *three])
     monkeypatch.setattr("hpcmass.train.model.DROPOUT", 0.0)
     monkeypatch.setattr(stack, "DROPOUT", 0.0)
     alone = [train_fold(k, images, log_m, folds, params, tmp_path / "alone") for k in range(3)]

@@ -52,7 +52,7 @@ def build_tiny_run(workdir, params, epochs: int = 3) -> None:
     from hpcmass.train.stopping import decide, evaluate_params
 
     n, pixels = params.catalog.n_clusters, params.observe.image_pixels
-    images, log_m = toy_images(n, pixels, seed=params.run.seed % 1000)
+    images, log_m = toy_images(n, pixels, seed=params.run.seed % 1000, bands=len(params.observe.bands))
     pixel_kpc = FIELD_KPC / pixels
     # toy core radius ~ P/12 at log M = 14.3 and rc ~ 0.18 R500c, growing as M^(1/3)
     r500c_kpc = pixels / 12 / 0.18 * pixel_kpc * 10 ** ((log_m - 14.3) / 3)
@@ -61,7 +61,7 @@ def build_tiny_run(workdir, params, epochs: int = 3) -> None:
     write_toy_store(workdir, params, images, log_m, folds, r500c_kpc=r500c_kpc,
                     observe_attrs=dict(data_files=json.dumps(files),
                                        instrument=json.dumps({"bkgnd": [files["bkgnd"], 1.0]})))
-    views = make_views(images).astype(np.float32)  # (n, 24, P, P)
+    views = make_views(images).astype(np.float32)  # (n, 24, bands, P, P)
     pred = np.full((n, N_VIEWS), np.nan, dtype=np.float32)
     k_folds, tp = params.dataset.n_folds, params.train
     history = {key: np.full((k_folds, epochs), np.nan) for key in ("loss", "val_loss", "val_met")}
@@ -69,11 +69,11 @@ def build_tiny_run(workdir, params, epochs: int = 3) -> None:
     for k in range(k_folds):
         train, val, test = split(folds, k, k_folds)
         tf_keras.utils.set_random_seed(params.run.seed + k)
-        model = build_model(pixels, params.dataset.scaling, seed=k)
+        model = build_model(pixels, params.dataset.scaling, seed=k, bands=images.shape[2])
         model.layers[-1].bias.assign([float(np.mean(log_m[train]))])
         model.compile(optimizer=tf_keras.optimizers.Adam(tp.learning_rate), loss="mse")
         for e in range(epochs):  # the train stage's record and stopping rule, without its checkpoints
-            fit = model.fit(views[train].reshape(-1, pixels, pixels), np.repeat(log_m[train], N_VIEWS), epochs=1,
+            fit = model.fit(views[train].reshape(-1, *views.shape[2:]), np.repeat(log_m[train], N_VIEWS), epochs=1,
                             batch_size=32, verbose=0, shuffle=True)
             val_pred = predict_log_m500c(model, views[val]).ravel()
             val_true = np.repeat(log_m[val], N_VIEWS)

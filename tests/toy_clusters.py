@@ -13,12 +13,14 @@ from hpcmass.mpi import world
 from hpcmass.store import Store
 
 
-def toy_images(n_clusters: int, pixels: int = 32, n_axes: int = 3, seed: int = 0):
-    """(images (n, n_axes, P, P) int32, log_m500c (n,)): masses uniform in 13.6-15.0, random order."""
+def toy_images(n_clusters: int, pixels: int = 32, n_axes: int = 3, seed: int = 0, bands: int = 1):
+    """(images (n, n_axes, bands, P, P) int32, log_m500c (n,)): masses uniform in 13.6-15.0, random order.
+    With several bands each photon is dealt to a band, the harder ones the likelier the more massive
+    (hotter) the cluster."""
     rng = np.random.default_rng(seed)
     log_m = rng.uniform(13.6, 15.0, n_clusters)
     yy, xx = np.mgrid[:pixels, :pixels] + 0.5 - pixels / 2
-    images = np.empty((n_clusters, n_axes, pixels, pixels), dtype=np.int32)
+    images = np.empty((n_clusters, n_axes, bands, pixels, pixels), dtype=np.int32)
     for i, lm in enumerate(log_m):
         for a in range(n_axes):
             dx, dy = rng.uniform(-1.5, 1.5, 2)
@@ -27,7 +29,12 @@ def toy_images(n_clusters: int, pixels: int = 32, n_axes: int = 3, seed: int = 0
             v = -(xx - dx) * np.sin(theta) + (yy - dy) * np.cos(theta)
             rc = pixels / 12 * 10 ** ((lm - 14.3) / 3)
             surface = 30 * 10 ** (1.2 * (lm - 14.3)) * (1 + (u**2 + (v / q) ** 2) / rc**2) ** -1.5
-            images[i, a] = rng.poisson(surface + 0.3)
+            counts = rng.poisson(surface + 0.3)
+            if bands == 1:
+                images[i, a, 0] = counts
+            else:
+                hardness = np.exp(np.arange(bands) * (lm - 14.3))
+                images[i, a] = np.moveaxis(rng.multinomial(counts, hardness / hardness.sum()), -1, 0)
     return images, log_m
 
 
@@ -54,8 +61,9 @@ def write_toy_store(workdir, params, images, log_m500c, folds=None, *, r500c_kpc
         for i in range(n):
             st.mark_done(i)
     with Store.open_stage(workdir, params, "observe", world(), n_units=n, unit="cluster") as st:
-        st.require("images", axes=images.shape[1], pixels=pixels)[...] = images
+        st.require("images", axes=images.shape[1], bands=images.shape[2], pixels=pixels)[...] = images
         st.set_attrs(pixel_kpc=FIELD_KPC / pixels, pixel_arcsec=FIELD_ARCSEC / pixels, data_mode="toy test images",
+                     bands_kev=np.array(params.observe.bands),
                      exposure_ks=params.observe.exposure_ks, redshift=params.observe.redshift,
                      axes=",".join("xyz"[: images.shape[1]]), **(observe_attrs or {}))
         for i in range(n):

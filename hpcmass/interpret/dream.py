@@ -24,7 +24,7 @@ import numpy as np
 
 from ..images import make_views, radius_r500c
 
-#: predict(counts) -> log10 M: a TensorFlow-differentiable function of raw counts, (batch, P, P) -> (batch,).
+#: predict(counts) -> log10 M: a TensorFlow-differentiable function of raw counts, (batch, bands, P, P) -> (batch,).
 Predict = Callable[[object], object]
 
 
@@ -50,11 +50,12 @@ def input_gradient(predict: Predict, counts: np.ndarray) -> tuple[np.ndarray, np
 
 
 def scale_gradient(grad: np.ndarray, norm: str, step: float) -> np.ndarray:
-    """The change added to each image: ``step`` x gradient, or rescaled to an RMS of ``step`` counts."""
+    """The change added to each image of the batch (first axis): ``step`` x gradient, or rescaled to an
+    RMS of ``step`` counts per pixel over the whole image (every band: their relative response stays)."""
     if norm == "none":
         return step * grad
     if norm == "rms":
-        rms = np.sqrt(np.mean(grad**2, axis=(-2, -1), keepdims=True))
+        rms = np.sqrt(np.mean(grad**2, axis=tuple(range(1, grad.ndim)), keepdims=True))
         return step * grad / np.maximum(rms, np.finfo(np.float64).tiny)
     raise ValueError(f"gradient norm {norm!r}: expected 'rms' or 'none'")
 
@@ -66,13 +67,13 @@ def dream_step(counts: np.ndarray, change: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Dream:
-    images: np.ndarray  # (iterations + 1, batch, P, P) counts; [0] is the input
+    images: np.ndarray  # (iterations + 1, batch, bands, P, P) counts; [0] is the input
     pred: np.ndarray  # (iterations + 1, batch) log10 M of each image
-    grad: np.ndarray  # (batch, P, P) raw gradient of the input image (iteration 1)
+    grad: np.ndarray  # (batch, bands, P, P) raw gradient of the input image (iteration 1)
 
     @property
     def delta(self) -> np.ndarray:
-        """(iterations, batch, P, P): N_t - N_0 after each iteration."""
+        """(iterations, batch, bands, P, P): N_t - N_0 after each iteration."""
         return self.images[1:] - self.images[0]
 
 
@@ -185,12 +186,14 @@ def explain_cluster(predict: Predict, projections: np.ndarray, pixel_kpc: float,
                     nulls: dict[str, Predict], mean_shape: np.ndarray, rng: np.random.Generator) -> dict:
     """Everything the interpret stage keeps for one cluster, keyed by its store dataset names.
 
-    ``projections`` are the cluster's raw-count images (axes, P, P); all their views are explained
+    ``projections`` are the cluster's raw-count images (axes, bands, P, P); all their views are explained
     together as one batch (``ip`` is the run's InterpretParams) by the trained CNN ``predict`` and
     by each null of ``nulls`` (name -> Predict, in ``ip.nulls`` order) through the same iterations.
     Occlusion fills each region of :func:`regions` with a Poisson draw (``rng``) of ``mean_shape``
     (:func:`hpcmass.interpret.occlusion.mean_profile` of the fold's training clusters), and of each
-    view's own profile (the noise floor).
+    view's own profile (the noise floor). Every energy band changes; the profiles, core responses and
+    maps read the change of all bands together (the broad band's photons), the response offset the
+    |gradient| summed over bands.
     """
     from .occlusion import occluded_views
 
@@ -198,11 +201,13 @@ def explain_cluster(predict: Predict, projections: np.ndarray, pixel_kpc: float,
     d = dream(predict, views, ip.iterations, ip.gradient_norm, ip.step)
     radius = radius_r500c(views.shape[-1], pixel_kpc, r500c_kpc)
     edges = radial_edges(ip)
-    delta = d.delta  # (iterations, views, P, P)
-    null_deltas = [dream(nulls[name], views, ip.iterations, ip.gradient_norm, ip.step).delta for name in ip.nulls]
-    offset = response_offset(d.grad, pixel_kpc, r500c_kpc, ip.response_top_fraction)
+    delta = d.delta.sum(axis=-3)  # (iterations, views, P, P), all bands
+    null_deltas = [dream(nulls[name], views, ip.iterations, ip.gradient_norm, ip.step).delta.sum(axis=-3)
+                   for name in ip.nulls]
+    offset = response_offset(np.abs(d.grad).sum(axis=-3), pixel_kpc, r500c_kpc, ip.response_top_fraction)
     occluded = occluded_views(views, radius, regions(ip), mean_shape, rng)
-    pred_occluded = evaluate(predict, occluded.reshape(-1, *views.shape[-2:])).reshape(occluded.shape[:3])
+    pred_occluded = evaluate(predict, occluded.reshape(-1, *views.shape[1:])).reshape(occluded.shape[:3])
+    views = views.sum(axis=-3)  # the broad band's counts: what the changes are measured against
     return {
         "pred_dream": d.pred.T,
         "profile": np.moveaxis(radial_profile(delta, views, radius, edges), 0, 1),

@@ -14,7 +14,7 @@ procedure shows how much of the picture is the procedure's:
   rescaling every pixel gains exactly ``step`` counts: Delta N / N in an annulus is its pixels
   over its counts, the procedure's own profile.
 
-Each is a :data:`hpcmass.interpret.dream.Predict`: raw counts (batch, P, P) in, (batch,) out.
+Each is a :data:`hpcmass.interpret.dream.Predict`: raw counts (batch, bands, P, P) in, (batch,) out.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ def analytic_null(name: str):
     """The analytic null ``name`` as a TensorFlow-differentiable function of raw counts."""
     import tensorflow as tf
 
+    def per_image(x):  # every axis but the batch's: all bands and pixels of an image
+        return tf.reduce_sum(x, axis=tf.range(1, tf.rank(x)))
+
     if name == "sum_log1p":
-        return lambda counts: tf.reduce_sum(tf.math.log1p(tf.cast(counts, tf.float32)), axis=(-2, -1))
+        return lambda counts: per_image(tf.math.log1p(tf.cast(counts, tf.float32)))
     if name == "log_sum":
-        return lambda counts: (tf.math.log(tf.reduce_sum(tf.cast(counts, tf.float32), axis=(-2, -1)))
-                               / np.log(10.0))
+        return lambda counts: tf.math.log(per_image(tf.cast(counts, tf.float32))) / np.log(10.0)
     raise ValueError(f"unknown analytic null {name!r}; expected one of {', '.join(ANALYTIC)}")

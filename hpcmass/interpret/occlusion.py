@@ -1,7 +1,7 @@
 """Occlusion: does the CNN use a region? Replace it by an average cluster's and see the mass move.
 
 No gradients, so none of the rounding and scaling that shape the DeepDream profiles. A region
-(an annulus in units of R500c) of a view is replaced by a Poisson draw of the mean radial profile
+(an annulus in units of R500c) of a view is replaced, in each energy band, by a Poisson draw of the mean radial profile
 of its fold's training clusters, scaled to the cluster's R500c (radii) and to its counts outside
 the region; Delta log M = prediction of the occluded view - prediction of the view. What the
 region held beyond "an average cluster of this brightness" is gone; if the network ignored it,
@@ -85,9 +85,17 @@ FILLS = ("fold_mean", "own_profile")
 
 def occluded_views(views: np.ndarray, radius: np.ndarray, regions: dict[str, tuple[float, float]],
                    fold_shape: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(regions, fills, views, P, P): each region of ``views`` (views, P, P) filled as each of
-    :data:`FILLS`: from ``fold_shape`` (:func:`mean_profile` of the fold's training clusters), and from
-    the view's own mean profile (the noise floor). Draws come from ``rng`` in that order."""
+    """(regions, fills, views, bands, P, P): each region of ``views`` (views, bands, P, P) filled, band by
+    band, as each of :data:`FILLS`: from ``fold_shape`` (bands, bins) (:func:`mean_profile` of the fold's
+    training clusters in each band), and from the view's own mean profile in that band (the noise
+    floor). Draws come from ``rng`` in that order, band by band."""
+    return np.stack([_occluded_band(views[:, b], radius, regions, fold_shape[b], rng) for b in range(views.shape[1])],
+                    axis=3)
+
+
+def _occluded_band(views: np.ndarray, radius: np.ndarray, regions: dict[str, tuple[float, float]],
+                   fold_shape: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(regions, fills, views, P, P) of one band's images ``views`` (views, P, P)."""
     own = [mean_profile(v[None], radius[None]) for v in views]
     return np.stack([np.stack([occlude(views, radius, lo, hi, fold_shape, rng),
                                np.stack([occlude(v, radius, lo, hi, shape, rng) for v, shape in zip(views, own)])])

@@ -58,11 +58,13 @@ class _FoldExplainers:
         return self._cache[fold]
 
     def _mean_shape(self, fold: int):
-        """Mean radial shape of the projections of the clusters fold ``fold``'s model was trained on."""
+        """(bands, bins): mean radial shape in each energy band of the projections of the clusters fold
+        ``fold``'s model was trained on."""
         train_c = split(self.folds, fold, self.params.dataset.n_folds)[0]
         p, n_axes = self.images.shape[-1], self.images.shape[1]
-        radii = np.stack([radius_r500c(p, self.pixel_kpc, self.r500c_kpc[c]) for c in train_c])
-        return mean_profile(self.images[train_c].reshape(-1, p, p), np.repeat(radii, n_axes, axis=0))
+        radii = np.repeat(np.stack([radius_r500c(p, self.pixel_kpc, self.r500c_kpc[c]) for c in train_c]), n_axes, axis=0)
+        return np.stack([mean_profile(self.images[train_c, :, b].reshape(-1, p, p), radii)
+                         for b in range(self.images.shape[2])])
 
 
 def _inputs(workdir, params_file):

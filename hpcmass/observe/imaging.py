@@ -1,7 +1,8 @@
 """Event list -> training image: one pure binning rule shared by the observe stage and ``hpcmass predict``.
 
 An image is the square ``fov_arcmin`` field centred on a sky position, cut into ``pixels`` x
-``pixels`` pixels, counting events with ``emin <= E < emax`` keV. Rows run along the event
+``pixels`` pixels, counting the events of each energy band ``lo <= E < hi`` keV in its own channel:
+``(bands, pixels, pixels)``. Rows run along the event
 file's sky Y column and columns along X (the FITS image convention, first row at the bottom),
 so a Chandra event file from CIAO and a SOXS one bin the same way. The centre defaults to the
 sky pixel of the file's tangent point (SOXS's pointing, where the observe stage puts the
@@ -74,25 +75,26 @@ def read_events(path: str | Path) -> Events:
 
 
 def bin_image(x: np.ndarray, y: np.ndarray, energy_kev: np.ndarray, *, center: tuple[float, float],
-              pixel_deg: float, fov_arcmin: float, pixels: int, emin_kev: float, emax_kev: float) -> np.ndarray:
-    """Counts image (pixels, pixels) int32 of the events in the band inside the field; rows = y."""
+              pixel_deg: float, fov_arcmin: float, pixels: int, bands) -> np.ndarray:
+    """Counts image (bands, pixels, pixels) int32 of the events of each band inside the field; rows = y."""
     half = fov_arcmin / 60.0 / pixel_deg / 2.0  # half-width of the field in sky pixels
-    keep = (energy_kev >= emin_kev) & (energy_kev < emax_kev)
-    counts, _, _ = np.histogram2d(y[keep], x[keep], bins=pixels,
-                                  range=[[center[1] - half, center[1] + half], [center[0] - half, center[0] + half]])
-    return counts.astype(np.int32)
+    field = [[center[1] - half, center[1] + half], [center[0] - half, center[0] + half]]
+    out = np.empty((len(bands), pixels, pixels), dtype=np.int32)
+    for b, (lo, hi) in enumerate(bands):
+        keep = (energy_kev >= lo) & (energy_kev < hi)
+        out[b] = np.histogram2d(y[keep], x[keep], bins=pixels, range=field)[0]
+    return out
 
 
-def image_from_events(events: Events, *, fov_arcmin: float, pixels: int, emin_kev: float, emax_kev: float,
+def image_from_events(events: Events, *, fov_arcmin: float, pixels: int, bands,
                       center_radec: tuple[float, float] | None = None) -> np.ndarray:
     center = events.crpix if center_radec is None else events.sky_to_pixel(*center_radec)
     return bin_image(events.x, events.y, events.energy_kev, center=center, pixel_deg=events.pixel_deg,
-                     fov_arcmin=fov_arcmin, pixels=pixels, emin_kev=emin_kev, emax_kev=emax_kev)
+                     fov_arcmin=fov_arcmin, pixels=pixels, bands=bands)
 
 
-def image_from_event_file(path: str | Path, *, fov_arcmin: float = 20.0, pixels: int = 128, emin_kev: float = 0.5,
-                          emax_kev: float = 7.0, center_radec: tuple[float, float] | None = None) -> np.ndarray:
+def image_from_event_file(path: str | Path, *, fov_arcmin: float = 20.0, pixels: int = 128,
+                          bands=((0.5, 7.0),), center_radec: tuple[float, float] | None = None) -> np.ndarray:
     """The training image of a FITS event file (defaults: the paper's 20' field, 128 pixels, 0.5-7 keV)."""
-    return image_from_events(read_events(path), fov_arcmin=fov_arcmin, pixels=pixels, emin_kev=emin_kev,
-                             emax_kev=emax_kev, center_radec=center_radec)
-
+    return image_from_events(read_events(path), fov_arcmin=fov_arcmin, pixels=pixels, bands=bands,
+                             center_radec=center_radec)

@@ -37,7 +37,7 @@ class Setup:
 
 @dataclass
 class Observation:
-    images: np.ndarray  # (n_axes, pixels, pixels) int32
+    images: np.ndarray  # (n_axes, bands, pixels, pixels) int32
     n_photons: int
     seconds: dict[str, float] = field(default_factory=dict)  # load, photons, projection, instrument
     event_files: list[Path] = field(default_factory=list)
@@ -140,11 +140,11 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
                                   foreground=setup.data.foreground, ptsrc_bkgnd=p.point_sources, prng=prng)
         if evt.exists():  # SOXS writes nothing when no event at all was detected
             images.append(imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels,
-                                                        emin_kev=p.emin_kev, emax_kev=p.emax_kev))
+                                                        bands=p.bands))
             if events_dir is not None:
                 kept.append(_keep(evt, events_dir / f"cluster{cluster_id:06d}_{axis}_evt.fits"))
         else:
-            images.append(np.zeros((p.image_pixels, p.image_pixels), dtype=np.int32))
+            images.append(np.zeros((len(p.bands), p.image_pixels, p.image_pixels), dtype=np.int32))
         seconds["instrument"] += time.perf_counter() - t0
     return Observation(np.stack(images), int(n_photons), seconds, kept)
 

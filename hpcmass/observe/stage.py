@@ -83,6 +83,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
             "exposure_ks": p.exposure_ks,
             "redshift": p.redshift,
             "band_kev": [p.emin_kev, p.emax_kev],
+            "bands_kev": np.array(p.bands),
             "pixel_arcsec": geometry.pixel_arcsec(p.fov_arcmin, p.image_pixels),
             "pixel_kpc": geometry.pixel_arcsec(p.fov_arcmin, p.image_pixels)
             * geometry.kpc_per_arcsec(p.redshift, *cat.cosmology),
@@ -93,13 +94,13 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
         events_dir = out_dir / "events" if p.keep_events else None
         with Store.open_stage(workdir, params, "observe", comm, n_units=n, unit="cluster",
                               restart_from=restart_from, log=log) as st:
-            images = st.require("images", axes=len(p.axes), pixels=p.image_pixels)
+            images = st.require("images", axes=len(p.axes), bands=len(p.bands), pixels=p.image_pixels)
             n_photons = st.require("n_photons")
             seconds = st.require("seconds", parts=len(_PARTS))
             st.set_attrs(**attrs)
             todo = st.pending()
-            log.info("observing %d of %d clusters on %d rank(s), %s axes, %g ks (%s data)", len(todo), n,
-                     comm.Get_size(), "".join(p.axes), p.exposure_ks, data.mode)
+            log.info("observing %d of %d clusters on %d rank(s), %s axes, %g ks, %s (%s data)", len(todo), n,
+                     comm.Get_size(), "".join(p.axes), p.exposure_ks, geometry.bands_label(p.bands), data.mode)
             failed, mine = _observe(comm, st, todo, cat, setup, scratch, events_dir, images, n_photons, seconds, log)
             ranks = comm.allgather({**mine, "peak_rss_mb": _peak_rss_mb()})
             st.set_attrs(last_run_rank_stats=json.dumps(ranks))

@@ -1,11 +1,11 @@
 """The exported model directory: everything ``hpcmass predict`` needs, without the store.
 
-Layout (format ``hpcmass-model/1``)::
+Layout (format ``hpcmass-model/2``: version 1 had no energy bands and is refused)::
 
     model.json          manifest: image geometry, input scaling, view order, calibration, training
                         sample, provenance (versions, git commits, X-ray data mode)
     params.yaml         the resolved params the models were trained with
-    fold_KK.keras       the model each cross-validation fold kept (raw counts in, log10 M500c out;
+    fold_KK.keras       the model each cross-validation fold kept (raw counts (bands, P, P) in, log10 M500c out;
                         the input scaling is its first layer)
     heldout.csv         per held-out image (cluster, projection): truth, held-out prediction, view
                         spread, out-of-sample interval, covered
@@ -34,7 +34,7 @@ from ..store.readers import load_catalog, load_folds, load_observations, load_pr
 from ..train.files import model_path
 from .calibration import Calibration, HeldOut, calibrate
 
-FORMAT = "hpcmass-model/1"
+FORMAT = "hpcmass-model/2"
 MANIFEST = "model.json"
 _STAGES = ("catalog", "observe", "dataset", "train")
 
@@ -84,7 +84,7 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
             "models": models,
             "image": {
                 "fov_arcmin": p.fov_arcmin, "pixels": pixels, "pixel_arcsec": float(obs["pixel_arcsec"]),
-                "pixel_kpc": float(obs["pixel_kpc"]), "band_kev": [p.emin_kev, p.emax_kev],
+                "pixel_kpc": float(obs["pixel_kpc"]), "bands_kev": [list(b) for b in p.bands],
                 "centre": "the cluster centre (catalogue position) at the image centre",
                 "redshift": p.redshift, "exposure_ks": p.exposure_ks, "projections": list(p.axes),
                 "psf_fwhm_arcsec": p.psf_fwhm_arcsec, "nh_1e22": p.nh_1e22, "absorb_model": p.absorb_model,
@@ -157,20 +157,20 @@ class ModelBundle:
 
             from ..train import model as _registers_scale_counts  # noqa: F401  (the models' first layer)
 
-            pixels = self.image["pixels"]
+            shape = (len(self.image["bands_kev"]), self.image["pixels"], self.image["pixels"])
             for name in self.manifest["models"]:
                 m = tf_keras.models.load_model(self.path / name, compile=False)
-                if tuple(m.input_shape[1:]) != (pixels, pixels):
+                if tuple(m.input_shape[1:]) != shape:
                     raise InputError(f"{self.path / name}: takes {m.input_shape[1:]} images, the manifest says "
-                                     f"{pixels}×{pixels}")
+                                     f"{shape} (bands, pixels, pixels)")
                 self._models.append(m)
         return self._models
 
     def predict(self, images) -> np.ndarray:
-        """``(n, models, 8)`` log10 M500c of every fold model on the 8 views of each image ``(n, P, P)``."""
+        """``(n, models, 8)`` log10 M500c of every fold model on the 8 views of each image ``(n, bands, P, P)``."""
         from ..train.model import predict_log_m500c
 
-        views = make_views(np.asarray(images)[:, None])  # (n, 8, P, P)
+        views = make_views(np.asarray(images)[:, None])  # (n, 8, bands, P, P)
         return np.stack([predict_log_m500c(m, views) for m in self.models()], axis=1)
 
 
@@ -193,7 +193,8 @@ def load_bundle(path) -> ModelBundle:
     except (OSError, ValueError) as e:
         raise InputError(f"{manifest_path}: unreadable ({e})") from None
     if manifest.get("format") != FORMAT:
-        raise InputError(f"{manifest_path}: format {manifest.get('format')!r}, this hpcmass reads {FORMAT!r}")
+        raise InputError(f"{manifest_path}: format {manifest.get('format')!r}, this hpcmass reads {FORMAT!r}; predict "
+                         f"with the hpcmass that exported it, or run the pipeline and export with this one")
     missing = [m for m in manifest["models"] if not (path / m).exists()]
     if missing:
         raise InputError(f"{path}: model file(s) missing: {', '.join(missing)}")

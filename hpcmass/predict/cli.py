@@ -1,7 +1,7 @@
 """``hpcmass predict EVENTS.fits... --model DIR``: log10 M500c of observed clusters, with a calibrated interval.
 
 Each event file is checked and binned exactly as the training images (the model directory's field,
-pixels and band; :mod:`hpcmass.predict.events`), centred on ``--center`` or the X-ray peak; every
+pixels and energy bands; :mod:`hpcmass.predict.events`), centred on ``--center`` or the X-ray peak; every
 fold model predicts the image's 8 views, and the interval is the one calibrated on the held-out
 predictions (:mod:`hpcmass.predict.calibration`). Runs on one process (rank 0 of a job).
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ParamsError
+from ..images import bands_label
 from ..mpi import get_logger
 
 HELP = "predict log10 M500c, with a calibrated interval, of clusters in X-ray event files (an exported model)"
@@ -90,8 +91,8 @@ def predict_files(paths, bundle, center_radec=None, redshift: float | None = Non
     from .events import bin_event_file
 
     img = bundle.image
-    binned = [bin_event_file(p, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], emin_kev=img["band_kev"][0],
-                             emax_kev=img["band_kev"][1], center_radec=center_radec) for p in paths]
+    binned = [bin_event_file(p, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], bands=img["bands_kev"],
+                             center_radec=center_radec) for p in paths]
     pred = bundle.predict(np.stack([b.image for b in binned]))  # (files, models, 8)
     half_width = bundle.calibration.half_width
     rows = []
@@ -113,7 +114,7 @@ def format_table(rows: list[dict], bundle) -> str:
              f"{bundle.manifest['provenance']['observe']['data_mode']} mocks at z={img['redshift']:g}, "
              f"{img['exposure_ks']:g} ks, {img['fov_arcmin']:g}' field in {img['pixels']} px of "
              f"{img['pixel_arcsec']:.4g}\", "
-             f"{img['band_kev'][0]:g}-{img['band_kev'][1]:g} keV)",
+             f"{bands_label(img['bands_kev'])})",
              cal.describe(),
              f"{'file':<32} {'centre RA, Dec [deg]':<22} {'rule':<10} {'counts':>8} {'log M500c':>9}  "
              f"{'68% interval':<15} {'M500c [Msun]':>12} {'views':>6} {'folds':>6}"]

@@ -37,7 +37,7 @@ RADEC_PIXEL_ARCSEC = 0.492
 class Binned:
     """One event file binned as a training image."""
 
-    image: np.ndarray  # (P, P) int32 counts in the band
+    image: np.ndarray  # (bands, P, P) int32 counts in each energy band
     center_radec: tuple[float, float]
     center_rule: str  # "given" or "X-ray peak"
     exposure_s: float
@@ -148,9 +148,11 @@ def xray_peak(events: imaging.Events, *, bin_arcsec: float, emin_kev: float, ema
     return float(cx), float(cy)
 
 
-def bin_event_file(path: str | Path, *, fov_arcmin: float, pixels: int, emin_kev: float, emax_kev: float,
+def bin_event_file(path: str | Path, *, fov_arcmin: float, pixels: int, bands,
                    center_radec: tuple[float, float] | None = None) -> Binned:
-    """The training image of an event file: checked, centred (given centre or X-ray peak), binned."""
+    """The training image of an event file: checked, centred (given centre or X-ray peak; found in the broad
+    band the energy ``bands`` cover), binned in each band."""
+    emin_kev, emax_kev = bands[0][0], bands[-1][1]
     events = load_events(path)
     pixel_arcsec = images.pixel_arcsec(fov_arcmin, pixels)
     check_pixel_scale(events, pixel_arcsec, path)
@@ -166,6 +168,6 @@ def bin_event_file(path: str | Path, *, fov_arcmin: float, pixels: int, emin_kev
     if not (events.x.min() <= cx <= events.x.max() and events.y.min() <= cy <= events.y.max()):
         raise InputError(f"{path}: the centre RA, Dec = {center_radec[0]:.5f}, {center_radec[1]:+.5f} lies outside the "
                          f"area the events cover")
-    image = imaging.image_from_events(events, fov_arcmin=fov_arcmin, pixels=pixels, emin_kev=emin_kev,
-                                      emax_kev=emax_kev, center_radec=center_radec)
+    image = imaging.image_from_events(events, fov_arcmin=fov_arcmin, pixels=pixels, bands=bands,
+                                      center_radec=center_radec)
     return Binned(image, (float(center_radec[0]), float(center_radec[1])), rule, events.exposure_s)

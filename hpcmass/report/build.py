@@ -75,7 +75,7 @@ class RunData:
     fold: np.ndarray
     n_folds: int
     pred: np.ndarray  # (clusters, views)
-    projections: np.ndarray  # (clusters, axes, P, P) counts
+    projections: np.ndarray  # (clusters, axes, P, P) counts of all energy bands (the broad band)
     observe: dict
     interpret: dict  # dataset name -> array
     interpret_attrs: dict
@@ -98,7 +98,7 @@ def read_run(store, params) -> RunData:
         fold=load_folds(store),
         n_folds=params.dataset.n_folds,
         pred=pred.pred_log_m500c,
-        projections=obs.counts,
+        projections=obs.broadband,
         observe=obs.attrs,
         interpret=interp.data,
         interpret_attrs=interp.attrs,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..images import bands_label
+
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -207,7 +209,9 @@ the paper’s “best-fit fold” by test σ would select on the result), the sa
 L<sub>X</sub> rows are the scatter of the mass predicted from core-excised L<sub>X</sub>; the oracle rows
 that of quantities measured on the gas cells themselves.</p>
 {_figure(figs['fig1'], 'Figure 1. One view of clusters spread over the mass range: photons per pixel, log N '
-         f'({params.observe.emin_kev:g}–{params.observe.emax_kev:g} keV, {params.observe.exposure_ks:g} ks).')}
+         f'({params.observe.emin_kev:g}–{params.observe.emax_kev:g} keV, {params.observe.exposure_ks:g} ks'
+         + (f'; the sum of the CNN’s {len(params.observe.bands)} bands, {bands_label(params.observe.bands)}'
+            if len(params.observe.bands) > 1 else '') + ').')}
 {_figure(figs['fig3'], 'Figure 3. Predicted against true mass for every view of every cluster, coloured by '
          'test fold; vertical streams are a cluster’s views. Black: median and 16–84% half-width in mass bins.')}
 {_figure(figs['fig4'], 'Figure 4. PDF of δ for all folds (blue) with its Gaussian fit (green dashed), the best '

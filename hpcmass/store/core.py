@@ -32,6 +32,7 @@ from .layout import (
     ERROR_LEN,
     FAILED,
     LAYOUT,
+    LAYOUT_CHANGES,
     LAYOUT_VERSION,
     PENDING,
     PROVENANCE_ATTRS,
@@ -64,6 +65,17 @@ def open_h5(path: Path, mode: str, comm) -> h5py.File:
             f"{path}: cannot open the store ({str(e).splitlines()[0]}); it may be truncated or not an HDF5 file. "
             f"Move it aside and re-run from the first stage, or use another --workdir"
         ) from None
+
+
+def layout_error(f: h5py.File, path: Path) -> StoreError | None:
+    """Why this hpcmass cannot use the open store ``f`` (another layout version), or None."""
+    version = f.attrs.get("layout_version")
+    if version is None or int(version) == LAYOUT_VERSION:
+        return None  # a new file (stamped when its first stage opens) or this layout
+    change = LAYOUT_CHANGES.get(LAYOUT_VERSION, "") if int(version) < LAYOUT_VERSION else "a newer hpcmass wrote it"
+    return StoreError(f"{path}: store layout version {int(version)}, this hpcmass ({__version__}) reads version "
+                      f"{LAYOUT_VERSION} ({change}); re-run the stages in a new --workdir, or read it with the hpcmass "
+                      f"that wrote it ({attr_value(f.attrs.get('hpcmass_version', 'unknown'))})")
 
 
 class StageWriter:
@@ -199,6 +211,9 @@ class Store:
         """Open read-only (no lock, no MPI driver): status, reports, tests."""
         path = store_path(workdir)
         with open_h5(path, "r", None) as f:
+            error = layout_error(f, path)
+            if error is not None:
+                raise error
             yield cls(path, f)
 
     def stage_state(self, stage: str) -> dict | None:
@@ -346,12 +361,15 @@ class Store:
             return {"drop": []}
         try:
             with h5py.File(path, "r") as f:
+                error = layout_error(f, path)
                 present = [s for s in STAGES if s in f]
                 stored = {s: (f[s].attrs.get("params_hash", ""), f[s].attrs.get("params_identity", "{}"))
                           for s in present}
         except OSError as e:
             return StoreError(f"{path}: cannot open the store ({str(e).splitlines()[0]}); it may be truncated or "
                               f"not an HDF5 file. Move it aside and re-run from the first stage, or use another --workdir")
+        if error is not None:
+            return error
         drop = []
         if restart_from is not None:
             drop = [s for s in present if STAGES.index(s) >= STAGES.index(restart_from)]

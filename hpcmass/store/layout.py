@@ -1,6 +1,7 @@
 """What the store holds: every stage's datasets and attributes, and where its side files go.
 
-Layout (layout version 1)::
+Layout (layout version 2: the observe stage's images gained an energy-band axis; version 1 stores
+are refused)::
 
     /                       attrs: layout_version, created_utc, hpcmass_version
     /<stage>/               one group per stage in params.STAGES order; attrs = PROVENANCE_ATTRS
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from ..params import STAGES
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+#: What changed at each layout version (named when an older store is refused).
+LAYOUT_CHANGES = {2: "the observe stage's images gained an energy-band axis (observe.bands)"}
 STORE_NAME = "store.h5"
 
 #: The stage datasets: name -> (shape in named dimensions, dtype, meaning). Dimension names are
@@ -42,7 +45,8 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "cool_core": (("n",), "i1", "1 if k0_kev_cm2 < 60 (below the bimodal core-entropy gap)"),
     },
     "observe": {  # unit: cluster
-        "images": (("n", "axes", "pixels", "pixels"), "i4", "counts per pixel, emin-emax keV, axes x,y,z"),
+        "images": (("n", "axes", "bands", "pixels", "pixels"), "i4",
+                   "counts per pixel in each energy band of attrs['bands_kev'], projected along attrs['axes']"),
         "n_photons": (("n",), "i8", "photons pyXSIM generated for the cluster (before projection and instrument)"),
         "seconds": (("n", "parts"), "f4", "wall time of load, photons, projection, instrument (all axes) [s]"),
     },
@@ -132,7 +136,8 @@ ATTRS: dict[str, dict[str, str]] = {
         "axes": "projection axes of the images' axes dimension, comma-separated",
         "exposure_ks": "exposure [ks]",
         "redshift": "redshift the clusters are observed at",
-        "band_kev": "energy band of the images [keV]",
+        "band_kev": "the broad band the energy bands cover [keV]",
+        "bands_kev": "the energy bands of the images' bands dimension, (bands, 2) [keV]: lo <= E < hi",
         "pixel_arcsec": "image pixel [arcsec]",
         "pixel_kpc": "image pixel [physical kpc] at the redshift",
         "photon_area_cm2": "collecting area pyXSIM drew photons for [cm^2]",

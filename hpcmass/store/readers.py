@@ -110,7 +110,8 @@ def load_catalog(store: Store | str | Path) -> Catalog:
 class Observations:
     """The observe stage's images and how they were made."""
 
-    counts: np.ndarray  # (clusters, axes, P, P) counts in the band
+    counts: np.ndarray  # (clusters, axes, bands, P, P) counts in each energy band
+    bands_kev: tuple[tuple[float, float], ...]
     axes: tuple[str, ...]
     pixel_arcsec: float
     pixel_kpc: float
@@ -123,20 +124,25 @@ class Observations:
     def pixels(self) -> int:
         return int(self.counts.shape[-1])
 
+    @property
+    def broadband(self) -> np.ndarray:
+        """(clusters, axes, P, P): the counts of all bands (contiguous: the broad band's image)."""
+        return self.counts.sum(axis=2, dtype=self.counts.dtype)
+
 
 def load_observations(store: Store) -> Observations:
     attrs = stage_attrs(store, "observe")
     counts = _datasets(store, "observe", ["images"])["images"]
-    for name in ("pixel_arcsec", "pixel_kpc", "redshift", "exposure_ks", "data_mode"):
+    for name in ("pixel_arcsec", "pixel_kpc", "redshift", "exposure_ks", "data_mode", "bands_kev"):
         _attr(store, "observe", name)
     axes = tuple(str(attrs.get("axes", "xyz")).replace(",", ""))
-    return Observations(counts=counts, axes=axes, pixel_arcsec=float(attrs["pixel_arcsec"]),
+    return Observations(counts=counts, bands_kev=tuple(tuple(b) for b in attrs["bands_kev"]), axes=axes, pixel_arcsec=float(attrs["pixel_arcsec"]),
                         pixel_kpc=float(attrs["pixel_kpc"]), redshift=float(attrs["redshift"]),
                         exposure_ks=float(attrs["exposure_ks"]), data_mode=str(attrs["data_mode"]), attrs=attrs)
 
 
 def image_shape(store: Store) -> tuple[int, ...]:
-    """``(clusters, axes, P, P)`` of the observe stage's images, without reading them."""
+    """``(clusters, axes, bands, P, P)`` of the observe stage's images, without reading them."""
     g = _group(store, "observe")
     if "images" not in g:
         raise StageError(f"{store.path}: /observe lacks images; re-run `hpcmass observe --restart-from observe`")

@@ -56,7 +56,8 @@ def initial_model(params: Params, fold: int, pixels: int):
     bias of ``train.output_bias``), seeded by (run.seed, fold) alone."""
     seed = params.run.seed
     tf_keras.utils.set_random_seed(int_seed(seed, "train", fold, "init"))
-    return build_model(pixels, params.dataset.scaling, seed=int_seed(seed, "train", fold, "dropout"))
+    return build_model(pixels, params.dataset.scaling, seed=int_seed(seed, "train", fold, "dropout"),
+                       bands=len(params.observe.bands))
 
 
 class FoldRun:
@@ -139,7 +140,7 @@ class FoldRun:
         """The fold's outcome; for "done", rank 0 saves the kept epoch's model and predicts the test fold."""
         pred = None
         if status == "done" and self.group.writes:
-            model = build_model(self.source.pixels, self.params.dataset.scaling)
+            model = build_model(self.source.pixels, self.params.dataset.scaling, bands=self.source.bands)
             model.set_weights(self.kept_weights)
             save_model_atomic(model, model_path(self.workdir, self.fold))
             pred = predict_log_m500c(model, self.source.views(self.test_c)).reshape(self.test_c.size,
@@ -173,7 +174,7 @@ def train_fold(fold: int, images: np.ndarray, log_m500c: np.ndarray, folds: np.n
                workdir, group: Group = Group(), log=None, stop=lambda: None, on_epoch=None) -> FoldResult:
     """Train fold ``fold`` (resuming from its last checkpoint) and predict its test clusters.
 
-    ``images``: ``(n_clusters, n_axes, P, P)`` counts; ``log_m500c``: targets; ``folds``: each
+    ``images``: ``(n_clusters, n_axes, bands, P, P)`` counts; ``log_m500c``: targets; ``folds``: each
     cluster's fold. Every rank of ``group`` calls this with the same arguments. ``stop()``
     returning a reason (e.g. a signal name) on any rank ends training after the epoch in hand
     (status "stopped"; the checkpoint resumes it). ``on_epoch(epoch, model)``, if given, is called

@@ -5,10 +5,12 @@ Layers, exactly as listed in the paper (ReLU everywhere but the output, valid pa
     conv 3×3·16 → maxpool 2 → conv 3×3·32 → maxpool 2 → conv 3×3·64 → maxpool 2 → global average pool
     → dropout 0.1 → dense 200 → dropout 0.1 → dense 100 → dense 20 → dense 1 (log10 M500c)
 
-58,437 trainable parameters whatever the image size (global average pooling). In front sit two
-layers without parameters: :class:`ScaleCounts` (``dataset.scaling``) and a reshape to one
-channel, so the model takes **raw counts** ``(batch, P, P)`` float32: predictions and input
-gradients (``tf.GradientTape`` on ``model(counts, training=False)``) are in counts.
+58,437 trainable parameters whatever the image size (global average pooling) with the paper's one
+energy band; each further band of ``observe.bands`` is another input channel of the first
+convolution (+144 weights: 58,725 with three). In front sit two layers without parameters:
+:class:`ScaleCounts` (``dataset.scaling``) and a permutation to channels-last, so the model takes
+**raw counts** ``(batch, bands, P, P)`` float32 (the images of :mod:`hpcmass.images`): predictions
+and input gradients (``tf.GradientTape`` on ``model(counts, training=False)``) are in counts.
 
 Files: ``<workdir>/train/fold_KK/model.keras`` is the model of the epoch each fold's stopping rule
 kept (``train.stopping``); :func:`load_fold_model` reads it.
@@ -27,8 +29,10 @@ from ..errors import StageError
 from .files import model_path
 from .scaling import METHODS, scale_images
 
-#: Trainable parameters of the paper's CNN (its Sect. 2.2).
+#: Trainable parameters of the paper's CNN (its Sect. 2.2): one energy band.
 PAPER_PARAMETERS = 58_437
+#: First-convolution weights each further energy band adds (3 x 3 kernels, 16 filters).
+PARAMETERS_PER_BAND = 3 * 3 * 16
 #: Smallest image the three valid 3×3 convolutions and 2×2 poolings leave at least one pixel of.
 MIN_PIXELS = 22
 DROPOUT = 0.1
@@ -51,8 +55,13 @@ class ScaleCounts(layers.Layer):
         return {**super().get_config(), "method": self.method}
 
 
-def build_model(pixels: int, scaling: str = "log1p", seed: int = 0) -> tf_keras.Sequential:
-    """The paper's CNN for ``pixels``×``pixels`` count images.
+def expected_parameters(bands: int) -> int:
+    """Trainable parameters of the paper's CNN taking ``bands`` energy bands as channels."""
+    return PAPER_PARAMETERS + PARAMETERS_PER_BAND * (bands - 1)
+
+
+def build_model(pixels: int, scaling: str = "log1p", seed: int = 0, bands: int = 1) -> tf_keras.Sequential:
+    """The paper's CNN for ``(bands, pixels, pixels)`` count images.
 
     ``seed`` seeds the dropout layers' own generators (tf.random.Generator state, which the
     training loop re-seeds each epoch so that resumed training repeats the same masks); weight
@@ -65,9 +74,9 @@ def build_model(pixels: int, scaling: str = "log1p", seed: int = 0) -> tf_keras.
     pool = dict(pool_size=2, strides=2)
     return tf_keras.Sequential(
         [
-            tf_keras.Input(shape=(pixels, pixels), name="counts"),
+            tf_keras.Input(shape=(bands, pixels, pixels), name="counts"),
             ScaleCounts(scaling, name="scale_counts"),
-            layers.Reshape((pixels, pixels, 1), name="channel"),
+            layers.Permute((2, 3, 1), name="channels_last"),
             layers.Conv2D(16, **conv, name="conv1"),
             layers.MaxPooling2D(**pool, name="pool1"),
             layers.Conv2D(32, **conv, name="conv2"),
@@ -106,10 +115,10 @@ def load_fold_model(workdir, fold: int) -> tf_keras.Sequential:
 
 
 def predict_log_m500c(model, counts, batch_size: int = 256) -> np.ndarray:
-    """log10 M500c for raw-count images ``(..., P, P)`` (any leading shape), dropout off."""
+    """log10 M500c for raw-count images ``(..., bands, P, P)`` (any leading shape), dropout off."""
     counts = np.asarray(counts, dtype=np.float32)
-    lead, pixels = counts.shape[:-2], counts.shape[-2:]
-    flat = counts.reshape(-1, *pixels)
+    lead, image = counts.shape[:-3], counts.shape[-3:]
+    flat = counts.reshape(-1, *image)
     if flat.shape[0] == 0:
         return np.empty(lead, dtype=np.float32)
     return model.predict(flat, batch_size=batch_size, verbose=0)[:, 0].reshape(lead)

@@ -35,17 +35,17 @@ def epoch_order(ids, seed: int, fold: int, epoch: int, rank: int = 0, size: int 
 
 
 class ViewSource:
-    """Projections ``(n_clusters, n_axes, P, P)`` and targets held in memory as TensorFlow constants."""
+    """Projections ``(n_clusters, n_axes, bands, P, P)`` and targets held in memory as TensorFlow constants."""
 
     def __init__(self, images: np.ndarray, targets: np.ndarray):
         import tensorflow as tf
 
-        if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
-            raise ValueError(f"images must be (clusters, axes, P, P), got shape {images.shape}")
-        n_clusters, self.n_axes, self.pixels, _ = images.shape
+        if images.ndim != 5 or images.shape[-1] != images.shape[-2]:
+            raise ValueError(f"images must be (clusters, axes, bands, P, P), got shape {images.shape}")
+        n_clusters, self.n_axes, self.bands, self.pixels, _ = images.shape
         self.n_views = VIEWS_PER_AXIS * self.n_axes
         self._images = images
-        self._projections = tf.constant(images.reshape(n_clusters * self.n_axes, self.pixels, self.pixels)
+        self._projections = tf.constant(images.reshape(n_clusters * self.n_axes, *self.image_shape)
                                         .astype(np.int32, copy=False))
         self._operations = tf.constant(view_operations())
         self._targets = tf.constant(np.asarray(targets, dtype=np.float32))
@@ -57,13 +57,18 @@ class ViewSource:
         cluster, view = ids // self.n_views, ids % self.n_views
         x = tf.cast(tf.gather(self._projections, cluster * self.n_axes + view // VIEWS_PER_AXIS), tf.float32)
         wanted = tf.gather(self._operations, view % VIEWS_PER_AXIS)
-        for i, op in enumerate((lambda a: tf.reverse(a, [2]), lambda a: tf.reverse(a, [1]),
-                                lambda a: tf.transpose(a, [0, 2, 1]))):
-            x = tf.where(tf.reshape(wanted[:, i], (-1, 1, 1)), op(x), x)
+        for i, op in enumerate((lambda a: tf.reverse(a, [3]), lambda a: tf.reverse(a, [2]),
+                                lambda a: tf.transpose(a, [0, 1, 3, 2]))):
+            x = tf.where(tf.reshape(wanted[:, i], (-1, 1, 1, 1)), op(x), x)
         return x, tf.gather(self._targets, cluster)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """One image: (bands, P, P)."""
+        return self.bands, self.pixels, self.pixels
+
     def dataset(self, ids, batch_size: int):
-        """Batches ``(raw counts (B, P, P) float32, log M (B,) float32)`` of ``ids``, in the given order."""
+        """Batches ``(raw counts (B, bands, P, P) float32, log M (B,) float32)`` of ``ids``, in the given order."""
         import tensorflow as tf
 
         ds = tf.data.Dataset.from_tensor_slices(np.asarray(ids, dtype=np.int64)).batch(batch_size)
@@ -71,6 +76,6 @@ class ViewSource:
             tf.data.AUTOTUNE)
 
     def views(self, clusters) -> np.ndarray:
-        """All views of ``clusters`` as raw counts, ``(len(clusters) * n_views, P, P)`` float32, cluster-major."""
+        """All views of ``clusters`` as raw counts, ``(len(clusters) * n_views, bands, P, P)`` float32, cluster-major."""
         v = make_views(self._images[np.asarray(clusters)])
-        return v.reshape(-1, self.pixels, self.pixels).astype(np.float32)
+        return v.reshape(-1, *self.image_shape).astype(np.float32)

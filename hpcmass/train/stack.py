@@ -1,9 +1,9 @@
 """Folds stacked (``train.stack_folds``): the CNNs of several folds trained as one model of K towers.
 
 A 58k-parameter CNN leaves a GPU mostly idle, so rather than one GPU per fold the folds a process
-trains run side by side: their weights are stacked along a leading fold axis, the first
-convolution becomes a depthwise convolution over one channel per fold, the others grouped
-convolutions (one group per fold) and the dense layers batched matrix products. Nothing mixes
+trains run side by side: their weights are stacked along a leading fold axis, the convolutions
+become grouped convolutions (one group per fold: its energy bands, then its feature maps) and the
+dense layers batched matrix products. Nothing mixes
 towers: each fold keeps its own initial weights (:func:`~hpcmass.train.fold.initial_model`, the
 same seeds as unstacked), data order (:func:`~hpcmass.train.pipeline.epoch_order`), dropout
 masks, Adam state, stopping rule, checkpoints and result (:class:`~hpcmass.train.fold.FoldRun`).
@@ -52,18 +52,16 @@ def dropout_seeds(seed: int, fold: int, epoch: int) -> list[int]:
 
 
 def forward(weights, counts, scaling: str, masks=None):
-    """Predicted log10 M ``(K, B)`` of raw counts ``(K, B, P, P)``, tower k with fold k's weights.
+    """Predicted log10 M ``(K, B)`` of raw counts ``(K, B, bands, P, P)``, tower k with fold k's weights.
 
     ``weights``: the paper model's 14 arrays (``model.get_weights()`` order), each with a leading
     fold axis. ``masks``: the dropout masks of the inputs of :data:`DROPOUT_BEFORE`, ``(K, B, 64)``
     and ``(K, B, 200)`` (0 or 1/(1-rate)), None for inference.
     """
-    k = counts.shape[0]
-    x = scale_images(tf.transpose(counts, [1, 2, 3, 0]), scaling)  # (B, P, P, K): one channel per fold
-    kernel = tf.transpose(weights[0][:, :, :, 0, :], [1, 2, 0, 3])  # (3, 3, K, 16)
-    x = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "VALID")
-    x = tf.nn.max_pool2d(tf.nn.relu(x + tf.reshape(weights[1], [-1])), 2, 2, "VALID")
-    for i in (2, 4):  # grouped: fold k's output channels see only its own input channels
+    k, b, bands, p = counts.shape[0], tf.shape(counts)[1], counts.shape[2], counts.shape[-1]
+    # (B, P, P, K * bands): fold k's bands are channels k * bands ... (k + 1) * bands - 1
+    x = scale_images(tf.reshape(tf.transpose(counts, [1, 3, 4, 0, 2]), [b, p, p, k * bands]), scaling)
+    for i in (0, 2, 4):  # grouped: fold k's output channels see only its own input channels
         w = weights[i]
         grouped = tf.reshape(tf.transpose(w, [1, 2, 3, 0, 4]), [3, 3, w.shape[3], k * w.shape[4]])
         x = tf.nn.conv2d(x, grouped, 1, "VALID") + tf.reshape(weights[i + 1], [-1])
@@ -143,7 +141,7 @@ class Stack:
         return total / np.maximum(images, 1)
 
     def predict(self, views: list[np.ndarray]) -> list[np.ndarray]:
-        """log10 M of each fold's raw-count views ``(N_k, P, P)`` (dropout off)."""
+        """log10 M of each fold's raw-count views ``(N_k, bands, P, P)`` (dropout off)."""
         n = max(len(v) for v in views)
         chunk = max(1, INFERENCE_IMAGES // self.k)
         padded = np.zeros((self.k, n, *views[0].shape[1:]), np.float32)
@@ -183,7 +181,7 @@ def epoch_batches(source, fold_ids: list[np.ndarray], seeds: list[list[int]], ba
 
     def gather(step_ids, step_weight, step_seed):
         counts, targets = source.gather(tf.reshape(step_ids, [-1]))
-        return (tf.reshape(counts, [k, batch_size, source.pixels, source.pixels]), tf.reshape(targets, [k, batch_size]),
+        return (tf.reshape(counts, [k, batch_size, *source.image_shape]), tf.reshape(targets, [k, batch_size]),
                 step_weight, step_seed)
 
     ds = tf.data.Dataset.from_tensor_slices((ids, weight, step_seeds))

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..cpu import configure_tensorflow
 from ..errors import ParamsError, StageError
-from ..images import VIEWS_PER_AXIS
+from ..images import VIEWS_PER_AXIS, bands_label
 from ..mpi import get_logger, on_root, stage_comm, stop_requested, wait_all
 from ..params import STAGES
 from ..store import DONE, Store, stage_dir
@@ -91,10 +91,14 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     wanted = requested_folds(fold, n_folds)
     images, log_m500c, folds = read_inputs(workdir, params.file)
     n_clusters, pixels = images.shape[0], images.shape[-1]
-    from .model import MIN_PIXELS  # TensorFlow: imported only when training
+    from .model import MIN_PIXELS, expected_parameters  # TensorFlow: imported only when training
 
     if pixels < MIN_PIXELS:
         raise ParamsError(f"observe.image_pixels = {pixels}: the paper's CNN needs at least {MIN_PIXELS} pixels")
+    bands = params.observe.bands
+    if images.shape[2] != len(bands):
+        raise StageError(f"{workdir}: /observe/images hold {images.shape[2]} energy band(s), observe.bands has "
+                         f"{len(bands)}; re-run `hpcmass observe --restart-from observe`")
     if folds.max() >= n_folds:
         raise StageError(f"{workdir}: /dataset/fold has {folds.max() + 1} folds, params say {n_folds}; "
                          f"re-run `hpcmass dataset`")
@@ -116,9 +120,10 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     states = on_root(comm, prepare)
     todo = [k for k in wanted if states[k] != DONE and not _finished(workdir, k, params_hash)]
     skipped = len(wanted) - len(todo)
-    log.info("train: %d fold(s) requested, %d to train%s; %d cluster(s) of %d×%d px, %d views each, %d rank(s)%s",
-             len(wanted), len(todo), f" ({skipped} already done)" if skipped else "", n_clusters, pixels, pixels,
-             n_views, size, " with Horovod" if horovod else "")
+    log.info("train: %d fold(s) requested, %d to train%s; %d cluster(s) of %d×%d px in %d band(s) (%s; %d "
+             "parameters), %d views each, %d rank(s)%s", len(wanted), len(todo),
+             f" ({skipped} already done)" if skipped else "", n_clusters, pixels, pixels, len(bands),
+             bands_label(bands), expected_parameters(len(bands)), n_views, size, " with Horovod" if horovod else "")
 
     if horovod:
         group, mine = Group.horovod(comm), todo
