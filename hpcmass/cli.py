@@ -29,6 +29,7 @@ COMMANDS = (
     ("train", "hpcmass.train.cli"),
     ("interpret", "hpcmass.interpret.cli"),
     ("report", "hpcmass.report.cli"),
+    ("compare", "hpcmass.report.compare_cli"),
     ("predict", "hpcmass.predict.cli"),
     ("export-model", "hpcmass.predict.export_cli"),
     ("submit", "hpcmass.hpc.submit_cli"),

@@ -73,9 +73,14 @@ def test_binning_rule_field_band_and_orientation():
     x = np.array([2400.5 - 1199.9, 2400.5 + 1199.9, 2400.5 + 0.1, 2400.5 + 0.1, 2400.5 - 1200.2, 2400.5])
     y = np.array([2400.5 - 1199.9, 2400.5 - 1199.9, 2400.5 + 0.1, 2400.5 + 0.1, 2400.5, 2400.5])
     e = np.array([1.0, 1.0, 0.5, 6.999, 1.0, 7.0])  # 7.0 keV is outside [0.5, 7)
-    im = imaging.bin_image(x, y, e, center=(2400.5, 2400.5), pixel_deg=pix, fov_arcmin=20.0, pixels=128,
-                           emin_kev=0.5, emax_kev=7.0)
-    assert im.dtype == np.int32 and im.shape == (128, 128) and im.sum() == 4  # one left of the field, one 7 keV
+    geometry = dict(center=(2400.5, 2400.5), pixel_deg=pix, fov_arcmin=20.0, pixels=128)
+    im = imaging.bin_image(x, y, e, **geometry, bands=((0.5, 7.0),))
+    assert im.dtype == np.int32 and im.shape == (1, 128, 128) and im.sum() == 4  # one left of the field, one 7 keV
+    # two bands split the same image at 1 keV: lo <= E < hi
+    two = imaging.bin_image(x, y, e, **geometry, bands=((0.5, 1.0), (1.0, 7.0)))
+    assert two.shape == (2, 128, 128) and np.array_equal(two.sum(axis=0), im[0])
+    assert two[0, 64, 64] == 1 and two[1, 64, 64] == 1 and two[1, 0, 0] == 1 and two[0].sum() == 1
+    im = im[0]
     assert im[0, 0] == 1 and im[0, 127] == 1  # rows follow Y, columns X
     assert im[64, 64] == 2  # just above the centre: the upper-right of the central 2x2
     assert images.pixel_arcsec(20.0, 128) == pytest.approx(9.375)
@@ -97,8 +102,8 @@ def test_event_file_binning_recovers_a_sky_position(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "evt.fits")
     im = imaging.image_from_event_file(tmp_path / "evt.fits", center_radec=(ra0 + 0.05 / np.cos(np.deg2rad(dec0)),
                                                                           dec0 + 0.02))
-    assert im.sum() == 5 and im[63:65, 63:65].sum() == 5  # centred on the events' position
-    im = imaging.image_from_event_file(tmp_path / "evt.fits")  # about the tangent point
+    assert im.shape == (1, 128, 128) and im.sum() == 5 and im[0, 63:65, 63:65].sum() == 5  # centred on the events
+    im = imaging.image_from_event_file(tmp_path / "evt.fits")[0]  # about the tangent point
     row, col = np.unravel_index(im.argmax(), im.shape)
     image_pixel = 9.375 / 0.492  # sky pixels per image pixel
     assert x < 4096.5 < y  # east (larger RA) is to the left, north up
@@ -172,7 +177,7 @@ def test_cold_or_starforming_gas_gives_background_only(xray_data, cutouts, tmp_p
     obs, p = observe(xray_data, tmp_path, cutouts / f"{kind}.hdf5", "observe.exposure_ks=20")
     assert obs.n_photons == 0
     expected = band_background_counts(xray_data, p)
-    for image in obs.images:
+    for image in obs.images[:, 0]:  # each projection's one band
         assert image.sum() == pytest.approx(expected, rel=0.10)
         # flat: the four quadrants agree within Poisson noise
         q = [image[:16, :16].sum(), image[:16, 16:].sum(), image[16:, :16].sum(), image[16:, 16:].sum()]
@@ -183,8 +188,8 @@ def test_hot_cluster_adds_source_counts_and_peaks_at_the_centre(xray_data, cutou
     obs, p = observe(xray_data, tmp_path, cutouts / "compact.hdf5", "observe.exposure_ks=30",
                      center=(20.0, 204_990.0, 5.0))
     assert obs.n_photons > 10_000
-    assert obs.images.shape == (3, 32, 32)
-    for image in obs.images:
+    assert obs.images.shape == (3, 1, 32, 32)  # projections, bands, pixels, pixels
+    for image in obs.images[:, 0]:
         assert image.sum() > 1.3 * band_background_counts(xray_data, p)
         row, col = np.unravel_index(image.argmax(), image.shape)
         assert row in (15, 16) and col in (15, 16)  # one of the four pixels around the centre
@@ -193,7 +198,7 @@ def test_hot_cluster_adds_source_counts_and_peaks_at_the_centre(xray_data, cutou
 def test_counts_scale_linearly_with_exposure(xray_data, cutouts, tmp_path):
     short, _ = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.exposure_ks=5")
     long, _ = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.exposure_ks=20")
-    n_short, n_long = short.images.sum(axis=(1, 2)), long.images.sum(axis=(1, 2))
+    n_short, n_long = short.images.sum(axis=(1, 2, 3)), long.images.sum(axis=(1, 2, 3))
     # independent Poisson draws: the ratio is 4 within 4 sigma of its noise
     sigma = 4 * np.sqrt(1 / n_short + 1 / n_long)
     assert np.all(np.abs(n_long / n_short / 4 - 1) < 4 * sigma)
@@ -205,7 +210,7 @@ def test_wabs_absorption_reduces_soft_counts_as_the_model_predicts(xray_data, cu
     from astropy.io import fits
     from soxs.spectra.foreground_absorption import wabs_cross_section
 
-    band = ("observe.particle_background=false", "observe.emax_kev=2.0", "observe.exposure_ks=20")
+    band = ("observe.particle_background=false", "observe.bands=[[0.5, 2.0]]", "observe.exposure_ks=20")
     clear, p = observe(xray_data, tmp_path / "a", cutouts / "relaxed.hdf5", "observe.nh_1e22=0", *band, events=True)
     absorbed, _ = observe(xray_data, tmp_path / "b", cutouts / "relaxed.hdf5", "observe.nh_1e22=1.0", *band, events=True)
     for axis, evt, image in zip(p.axes, clear.event_files, absorbed.images, strict=True):
@@ -219,15 +224,19 @@ def test_wabs_absorption_reduces_soft_counts_as_the_model_predicts(xray_data, cu
 
 
 def test_image_total_equals_event_list_band_count(xray_data, cutouts, tmp_path):
-    obs, p = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", events=True)
+    obs, p = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.bands=[[0.5, 1.2], [1.2, 2.5], [2.5, 7]]",
+                     events=True)
     assert [f.name for f in obs.event_files] == [f"cluster000003_{a}_evt.fits" for a in p.axes]
+    assert obs.images.shape == (3, 3, 32, 32)
     for evt, image in zip(obs.event_files, obs.images, strict=True):
         ev = imaging.read_events(evt)
         assert ev.exposure_s == pytest.approx(p.exposure_ks * 1e3)
         assert image.sum() == np.count_nonzero((ev.energy_kev >= 0.5) & (ev.energy_kev < 7.0)) > 0
+        for band, (lo, hi) in zip(image, p.bands):  # each band its own events (the field holds them all)
+            assert band.sum() == np.count_nonzero((ev.energy_kev >= lo) & (ev.energy_kev < hi)) > 0
         # and the public binning function gives back exactly the stored training image
-        assert np.array_equal(imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels),
-                              image)
+        assert np.array_equal(imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels,
+                                                            bands=p.bands), image)
 
 
 def test_same_seed_same_images_and_nothing_left_in_scratch(xray_data, cutouts, tmp_path):

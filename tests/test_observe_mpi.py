@@ -64,7 +64,7 @@ def test_images_identical_at_any_rank_count(serial_run, catalog_workdir, tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert no_soxs_config_written(tmp_path)
     reference = images(serial_run)
-    assert reference.shape == (3, 3, 32, 32) and reference.sum() > 0
+    assert reference.shape == (3, 3, 1, 32, 32) and reference.sum() > 0  # clusters, axes, bands, pixels, pixels
     assert np.array_equal(images(wd), reference)
     with h5py.File(wd / "store.h5", "r") as f:
         attrs = f["observe"].attrs
