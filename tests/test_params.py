@@ -41,6 +41,15 @@ def test_overrides_parse_yaml_scalars_including_bare_exponents():
     assert p.train.learning_rate == 1e-3 and p.catalog.n_clusters == 40 and p.observe.axes == ("x", "z")
 
 
+def test_energy_bands_are_contiguous_and_cover_the_broad_band():
+    p = load_params(None, ["observe.bands=[[0.5, 1.2], [1.2, 2.5], [2.5, 7]]"])
+    assert p.observe.bands == ((0.5, 1.2), (1.2, 2.5), (2.5, 7.0)) and (p.observe.emin_kev, p.observe.emax_kev) == (0.5, 7)
+    assert load_params(None).observe.bands == ((0.5, 7.0),)  # the paper's one broad band
+    default = load_params(None)
+    assert p.stage_hash("catalog") == default.stage_hash("catalog")
+    assert p.stage_hash("observe") != default.stage_hash("observe")  # a store of other bands is refused
+
+
 def test_stage_hash_depends_on_upstream_sections_only():
     a = load_params(None)
     b = load_params(None, ["train.batch_size=64"])
@@ -65,6 +74,9 @@ def test_stage_hash_depends_on_upstream_sections_only():
         ("run:\n  name: x\n", ["train.batchsize=8"], ["--set train.batchsize=8", "unknown key"]),
         ("run:\n  name: x\n", ["nonsense"], ["--set 'nonsense'", "key.path=value"]),
         ("train:\n  horovod: true\n", ["train.stack_folds=true"], ["train.stack_folds", "false with train.horovod"]),
+        ("observe:\n  bands: [[0.5, 1.2], [1.5, 7.0]]\n", [], ["observe.bands", "[[0.5, 1.2], [1.5, 7.0]]",
+                                                              "contiguous ascending bands"]),
+        ("observe:\n  emax_kev: 2.0\n", [], ["unknown key 'observe.emax_kev'; it became observe.bands"]),
     ],
 )
 def test_bad_params_give_one_line_and_exit_2(tmp_path, env, yaml_text, overrides, expected):

@@ -1,9 +1,9 @@
 """Occlusion: does the CNN use a region? Replace it by an average cluster's and see the mass move.
 
 No gradients, so none of the rounding and scaling that shape the DeepDream profiles. A region
-(an annulus in units of R500c) of a view is replaced, in each energy band, by a Poisson draw of the mean radial profile
-of its fold's training clusters, scaled to the cluster's R500c (radii) and to its counts outside
-the region; Delta log M = prediction of the occluded view - prediction of the view. What the
+(an annulus in units of R500c) of a view is replaced, in each energy band, by a Poisson draw of
+the mean radial profile of its fold's training clusters in that band, scaled to the cluster's
+R500c (radii) and to its counts outside the region; Delta log M = prediction of the occluded view - prediction of the view. What the
 region held beyond "an average cluster of this brightness" is gone; if the network ignored it,
 Delta log M stays at the level of the Poisson noise of the draw.
 

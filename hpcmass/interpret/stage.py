@@ -62,7 +62,8 @@ class _FoldExplainers:
         ``fold``'s model was trained on."""
         train_c = split(self.folds, fold, self.params.dataset.n_folds)[0]
         p, n_axes = self.images.shape[-1], self.images.shape[1]
-        radii = np.repeat(np.stack([radius_r500c(p, self.pixel_kpc, self.r500c_kpc[c]) for c in train_c]), n_axes, axis=0)
+        radii = np.stack([radius_r500c(p, self.pixel_kpc, self.r500c_kpc[c]) for c in train_c])
+        radii = np.repeat(radii, n_axes, axis=0)  # one per projection
         return np.stack([mean_profile(self.images[train_c, :, b].reshape(-1, p, p), radii)
                          for b in range(self.images.shape[2])])
 
