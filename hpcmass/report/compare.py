@@ -23,8 +23,8 @@ from ..errors import InputError
 from ..images import bands_label
 from ..store import Store, git_commit, utc_now
 from ..store.provenance import params_diff
-from ..store.readers import load_catalog, load_folds, load_observations, load_predictions, stage_attrs
-from .stats import GaussFit, bootstrap_clusters, gaussian_fit, scatter_percent
+from ..store.readers import load_catalog, load_folds, load_predictions, stage_attrs
+from .stats import bootstrap_clusters, gaussian_fit, scatter_percent
 
 _NEEDS = ("catalog", "observe", "dataset", "train")
 
@@ -54,9 +54,9 @@ def read_run(workdir) -> Run:
     with Store.read(workdir) as s:
         for stage in _NEEDS:
             s.require_complete(stage)
-        cat, obs, pred = load_catalog(s), load_observations(s), load_predictions(s)
-        train = stage_attrs(s, "train")
-        return Run(workdir, cat.cluster_id, cat.log_m500c, load_folds(s), pred.pred_log_m500c, obs.bands_kev,
+        cat, pred, train = load_catalog(s), load_predictions(s), stage_attrs(s, "train")
+        bands = tuple(tuple(b) for b in stage_attrs(s, "observe")["bands_kev"])  # not the images themselves
+        return Run(workdir, cat.cluster_id, cat.log_m500c, load_folds(s), pred.pred_log_m500c, bands,
                    int(train["seed"]), json.loads(train["params_identity"]), train)
 
 
@@ -133,10 +133,10 @@ def format_markdown(result: dict) -> str:
              "| run | energy bands | parameters | CNN σ [dex] | scatter | μ [dex] | per-cluster σ [dex] |",
              "|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
-        fit = GaussFit(**{k: v for k, v in r["all"].items() if k != "percent"})
-        lines.append(f"| {r['workdir']} | {bands_label(r['bands_kev'])} | {r['parameters']:,} | {_fit(r['all'])} | "
-                     f"{fit.percent:.1f}% [{scatter_percent(fit.sigma_lo):.1f}, {scatter_percent(fit.sigma_hi):.1f}] | "
-                     f"{_fit(r['all'], 'mu')} | {_fit(r['per_cluster'])} |")
+        fit = r["all"]
+        lines.append(f"| {r['workdir']} | {bands_label(r['bands_kev'])} | {r['parameters']:,} | {_fit(fit)} | "
+                     f"{fit['percent']:.1f}% [{scatter_percent(fit['sigma_lo']):.1f}, "
+                     f"{scatter_percent(fit['sigma_hi']):.1f}] | {_fit(fit, 'mu')} | {_fit(r['per_cluster'])} |")
     lines += ["", f"σ(second) − σ(first) = {p['sigma_difference']:+.4f} [{p['sigma_difference_lo']:+.4f}, "
                   f"{p['sigma_difference_hi']:+.4f}] dex ({p['percent_difference']:+.2f} points of scatter): paired "
                   f"cluster bootstrap, {result['bootstrap']['resamples']} resamples, 68% interval."]
