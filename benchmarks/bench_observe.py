@@ -64,8 +64,8 @@ def plain_loop(workdir: Path, params_args: list[str]) -> None:
     p_all = load_params(params_args[0], params_args[1:])
     p = p_all.observe
     # Data files and instrument: the same set-up a user would do by hand (approximate data offline).
-    data = xray.resolve_data(p, workdir / "observe" / "approx")
     tmp = Path(tempfile.mkdtemp(prefix="plain-loop-"))
+    data = xray.resolve_data(p, workdir / "observe" / "approx", tmp / "config")
     soxs = xray.import_soxs(data, tmp / "config")
     if data.mode == "approximate":
         approx.write_approx_files(workdir / "observe" / "approx")

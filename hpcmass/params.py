@@ -119,7 +119,13 @@ class ObserveParams(Section):
     photon_area_cm2: PosFloat | None = None
     #: Gas within this many R500c of the centre (a cube) is projected; at least the whole field of view.
     region_r500: Annotated[float, Field(gt=0.0, le=20.0)] = 3.0
-    # The paper's simplified ACIS-I: 20' square field, no chip gaps, 0.5" pixels, Gaussian PSF.
+    #: The instrument: "simple_acisi" = the paper's simplified ACIS-I (the square image field without chip
+    #: gaps, detector_pixel_arcsec pixels, a Gaussian PSF of psf_fwhm_arcsec, the ARF/RMF of `data`), or
+    #: an imaging instrument of SOXS's registry (e.g. chandra_acisi_cy22, axis, lynx_hdxi, athena_wfi,
+    #: xrism_xtend) with its own chips, PSF, dither, response and particle background, read from the
+    #: files `hpcmass stage-data` puts in data_dir.
+    instrument: Annotated[str, Field(min_length=1, max_length=100)] = "simple_acisi"
+    #: The image field [arcmin] (the paper's 20' square), and simple_acisi's detector.
     fov_arcmin: Annotated[float, Field(gt=0.0, le=120.0)] = 20.0
     detector_pixel_arcsec: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
     psf_fwhm_arcsec: Annotated[float, Field(ge=0.0, le=600.0)] = 0.5
@@ -161,6 +167,11 @@ class ObserveParams(Section):
         if not self.spectrum_emin_kev <= self.emin_kev or not self.emax_kev <= self.spectrum_emax_kev:
             raise _FieldError(("spectrum_emin_kev",), self.spectrum_emin_kev,
                               f"a photon energy range covering the image band {self.emin_kev}-{self.emax_kev} keV")
+        own = sorted({"detector_pixel_arcsec", "psf_fwhm_arcsec", "dither"} & self.model_fields_set)
+        if self.instrument != "simple_acisi" and own:
+            raise _FieldError((own[0],), getattr(self, own[0]),
+                              f"the key left out: it describes the simple_acisi instrument, and observe.instrument="
+                              f"{self.instrument} brings its own from SOXS's registry")
         pixels = self.fov_arcmin * 60.0 / self.detector_pixel_arcsec
         if abs(pixels - round(pixels)) > 1e-6 or round(pixels) < self.image_pixels:
             raise _FieldError(("detector_pixel_arcsec",), self.detector_pixel_arcsec,

@@ -25,7 +25,7 @@ def xray_data(tmp_path_factory):
     """Approximate data files, SOXS imported with a private config directory (not $HOME)."""
     d = tmp_path_factory.mktemp("observe")
     p = load_params(ROOT / "params/ci.yaml")
-    data = xray.resolve_data(p.observe, d / "approx")
+    data = xray.resolve_data(p.observe, d / "approx", d / "config")
     assert data.mode == "approximate" and not data.foreground
     xray.import_soxs(data, d / "config")  # before anything else imports soxs
     approx.write_approx_files(d / "approx")
@@ -118,19 +118,58 @@ def test_data_mode_needs_files_that_pass_soxs_hash_check(tmp_path):
 
     staged = tmp_path / "soxs"
     staged.mkdir()
-    for name in xray.soxs_files("wabs"):
-        (staged / name).write_bytes(b"not SOXS's file")  # present, but the sha256 does not match
-    assert xray.missing_soxs_files(staged, "wabs") == xray.soxs_files("wabs")
     auto = load_params(None, [f"observe.data_dir={staged}"])
-    data = xray.resolve_data(auto.observe, tmp_path / "approx")
+    files = xray.table_files(auto.observe)
+    assert files == ["apec_v3.1.3_coco.fits", "apec_v3.1.3_line.fits", "acisi_aimpt_cy22.arf", "acisi_aimpt_cy22.rmf",
+                     "chandra_acisi_cy22_particle_bkgnd.pha"]
+    for name in files:
+        (staged / name).write_bytes(b"not SOXS's file")  # present, but the sha256 does not match
+    assert xray.missing_soxs_files(staged, files) == files
+    data = xray.resolve_data(auto.observe, tmp_path / "approx", tmp_path / "config")
     assert data.mode == "approximate" and not data.foreground and "APPROXIMATION" in data.describe()
+    assert data.staged_dir is None and data.response_dir == data.soxs_data_dir == str(tmp_path / "approx")
     with pytest.raises(StageError, match=r"observe.data=soxs needs .* fail SOXS's hash check; run `hpcmass stage-data`"):
-        xray.resolve_data(load_params(None, [f"observe.data_dir={staged}", "observe.data=soxs"]).observe, tmp_path)
+        xray.resolve_data(load_params(None, [f"observe.data_dir={staged}", "observe.data=soxs"]).observe, tmp_path,
+                          tmp_path / "config")
     assert xray.instrument_spec(auto.observe, data) == {
         "name": xray.instrument_spec(auto.observe, data)["name"], "arf": approx.ARF_NAME, "rmf": approx.RMF_NAME,
         "bkgnd": [approx.BKGND_NAME, 1.0], "fov": 20.0, "num_pixels": 2400, "aimpt_coords": [0.0, 0.0],
         "chips": [["Box", 0, 0, 2400, 2400]], "focal_length": 10.0, "dither": False, "psf": ["gaussian", 0.5],
         "imaging": True, "grating": False}
+
+
+def test_a_soxs_instrument_needs_its_own_files_staged_and_must_image(tmp_path):
+    """SOXS's registry instruments: which files each reads, and one-line refusals of what cannot be used."""
+    from hpcmass.errors import StageError
+
+    acisi = load_params(None, ["observe.instrument=chandra_acisi_cy22", f"observe.data_dir={tmp_path / 'none'}"])
+    # Its response comes with the instrument, so the data mode needs only the APEC tables.
+    assert xray.table_files(acisi.observe) == ["apec_v3.1.3_coco.fits", "apec_v3.1.3_line.fits"]
+    with pytest.raises(StageError) as err:
+        xray.resolve_data(acisi.observe, tmp_path / "approx", tmp_path / "config")
+    assert str(err.value) == (
+        f"observe.instrument=chandra_acisi_cy22 needs SOXS's files acisi_aimpt_cy22.arf, acisi_aimpt_cy22.rmf, "
+        f"chandra_acisi_cy22_particle_bkgnd.pha, chandra_psf.fits in observe.data_dir={tmp_path / 'none'} (missing or "
+        f"failing SOXS's hash check); run `hpcmass stage-data` with these params on a machine with network access, "
+        f"and copy {tmp_path / 'none'} here if that is another one")
+    spec = xray.registry_instrument("axis", tmp_path, tmp_path / "config")
+    assert xray.instrument_files(spec, particle_background=False) == ["axis_onaxis_20230701.arf", "axis_ccd_20221101.rmf",
+                                                                     "AXIS_EEF_2023-07-01.fits"]
+    assert len(spec["chips"]) == 4  # four CCDs with gaps between them
+    star_x = xray.registry_instrument("star-x", tmp_path, tmp_path / "config")  # Gaussian PSF, no background
+    assert xray.instrument_files(star_x, particle_background=True) == ["starx_2020-11-26_fov_avg.arf", "starx.rmf"]
+    for name, why in (("chandra_hrc", "not in SOXS 5.3.0's registry"),
+                      ("chandra_aciss_meg_p1_cy22", "a grating spectrometer, not an imager"),
+                      ("chandra_aciss_cy22", "its particle background differs from chip to chip")):
+        with pytest.raises(StageError) as err:
+            xray.registry_instrument(name, tmp_path, tmp_path / "config")
+        assert str(err.value).startswith(f"observe.instrument={name}: {why}")
+        usable = str(err.value).split("; expected simple_acisi (the paper's simplified ACIS-I) or one of ")[1].split(", ")
+        assert {"chandra_acisi_cy22", "axis", "lynx_hdxi", "athena_wfi", "xrism_xtend"} <= set(usable)
+        assert not {"chandra_aciss_cy22", "chandra_aciss_meg_p1_cy22"} & set(usable)
+    resolve = load_params(None, ["observe.instrument=xrism_resolve"])
+    with pytest.raises(StageError, match=r"xrism_resolve: its 30\" pixels are coarser than the image's 9.375\""):
+        xray.resolve_data(resolve.observe, tmp_path / "approx", tmp_path / "config")
 
 
 # --- the approximate data files ------------------------------------------------------------------

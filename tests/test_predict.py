@@ -28,7 +28,7 @@ RA0, DEC0, SKY_PIX = 150.0, 2.0, 0.492 / 3600  # a Chandra-like sky frame
 
 
 def write_events(path, x, y, energy_ev, *, pixel_deg=SKY_PIX, columns=("ENERGY", "X", "Y"), wcs=True,
-                 exposure=1e5):
+                 exposure=1e5, instrument=("CHANDRA", "ACIS")):
     """A minimal event file: EVENTS with the requested columns (X, Y in sky pixels about 4096.5)."""
     from astropy.io import fits
 
@@ -45,6 +45,8 @@ def write_events(path, x, y, energy_ev, *, pixel_deg=SKY_PIX, columns=("ENERGY",
         hdu.header.update({f"TCRPX{ix}": 4096.5, f"TCRPX{iy}": 4096.5, f"TCRVL{ix}": RA0, f"TCRVL{iy}": DEC0,
                            f"TCDLT{ix}": -pixel_deg, f"TCDLT{iy}": pixel_deg})
     hdu.header["EXPOSURE"] = exposure
+    if instrument:
+        hdu.header["TELESCOP"], hdu.header["INSTRUME"] = instrument
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
     return path
 
@@ -220,7 +222,29 @@ def bad_event_file(directory, kind):
         write_events(path, x, y, e, columns=("ENERGY", "PI"))
     elif kind == "off-field":
         write_events(path, x, y, e)
+    elif kind == "xmm":
+        write_events(path, x, y, e, instrument=("XMM", "EPN"))
+    elif kind == "anonymous":
+        write_events(path, x, y, e, instrument=None)
     return path
+
+
+def test_event_files_of_another_instrument_are_refused_naming_both(tmp_path):
+    from hpcmass.predict.events import check_instrument
+
+    trained_on = {"name": "simple_acisi", "telescope": "CHANDRA", "instrume": ["ACIS", "hpcmass_acisi_soxs_0123456789"]}
+    x, y, e = cluster_events(n_cluster=50, n_background=50)
+    for ok in (("CHANDRA", "ACIS"), ("Chandra", "acis "), ("CHANDRA", "hpcmass_acisi_soxs_0123456789")):
+        check_instrument(write_events(tmp_path / f"{'_'.join(ok).strip()}.fits", x, y, e, instrument=ok), trained_on)
+    for kind, named in (("xmm", "XMM/EPN"), ("anonymous", "(none)/(none)")):
+        with pytest.raises(InputError) as err:
+            check_instrument(bad_event_file(tmp_path, kind), trained_on)
+        assert str(err.value).endswith(f"{kind}.fits: TELESCOP/INSTRUME = {named}, the models were trained on "
+                                       f"CHANDRA/ACIS or hpcmass_acisi_soxs_0123456789 (observe.instrument=simple_acisi): "
+                                       f"give an observation with that instrument, or a model trained for this one")
+    with pytest.raises(InputError, match="the models were trained on CHANDRA/ACIS"):
+        check_instrument(write_events(tmp_path / "other_soxs_mock.fits", x, y, e,
+                                      instrument=("CHANDRA", "chandra_acisi_cy22")), trained_on)
 
 
 def test_warnings_name_what_differs_from_the_training_mocks():
@@ -286,6 +310,14 @@ def test_exported_directory_holds_models_geometry_and_the_computed_coverage(trai
     assert img["pixel_kpc"] == pytest.approx(obs["pixel_kpc"]) and img["exposure_ks"] == obs["exposure_ks"]
     assert m["provenance"]["observe"]["data_mode"] == obs["data_mode"] == "approximate"
     assert m["input_scaling"]["method"] == "log1p" and m["views"]["per_image"] == 8
+    # The simple ACIS-I: real ACIS files and the observe stage's own mock files (INSTRUME = its SOXS name).
+    soxs_name = json.loads(obs["instrument"])["name"]
+    assert m["instrument"] == {"name": "simple_acisi", "telescope": "CHANDRA", "instrume": ["ACIS", soxs_name],
+                               "psf": ["gaussian", 0.5], "chips": 1, "dither": False, "field_arcmin": 20.0}
+    from astropy.io import fits
+
+    header = fits.getheader(wd / "observe" / "events" / "cluster000000_x_evt.fits", "EVENTS")
+    assert (header["TELESCOP"], header["INSTRUME"]) == ("CHANDRA", soxs_name)
     assert {"tensorflow", "hpcmass", "numpy"} <= set(m["provenance"]["versions"])
     # The coverage is recounted here from the store's held-out predictions.
     delta = np.abs(pred.reshape(6, 3, 8).mean(axis=2) - truth[:, None])
@@ -344,7 +376,8 @@ def test_predicting_the_observe_stage_event_files_equals_predicting_its_images(t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, message", [("image", "not an X-ray event list"), ("no-energy", "no ENERGY column"),
-                                           ("coarse", "cannot be binned to the model's 37.5\" image pixel")])
+                                           ("coarse", "cannot be binned to the model's 37.5\" image pixel"),
+                                           ("xmm", "TELESCOP/INSTRUME = XMM/EPN, the models were trained on CHANDRA/ACIS")])
 def test_predict_refuses_unusable_files_in_one_line(trained, tmp_path, kind, message):
     _, out, env, _ = trained
     proc = hpcmass("predict", bad_event_file(tmp_path, kind), "--model", out, env=env)

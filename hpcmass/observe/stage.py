@@ -1,4 +1,4 @@
-"""The observe stage: mock Chandra ACIS-I images of every catalogued cluster (MPI task farm).
+"""The observe stage: mock X-ray images (Chandra ACIS-I by default) of every catalogued cluster (MPI task farm).
 
 Ranks take whole clusters, most gas cells first, through a shared counter (no idle coordinator);
 each writes its clusters' images straight into the store and marks them done. A cluster's
@@ -35,8 +35,8 @@ def _inputs(workdir: Path, params_file: str | None, restart_from: str | None) ->
         return load_catalog(store), prior
 
 
-def _prepare_data(observe, approx_dir: Path, prior_mode: str | None) -> xray.XrayData:
-    data = xray.resolve_data(observe, approx_dir)
+def _prepare_data(observe, approx_dir: Path, prior_mode: str | None, config_home: Path) -> xray.XrayData:
+    data = xray.resolve_data(observe, approx_dir, config_home)
     if prior_mode is not None and prior_mode != data.mode:
         raise StoreError(f"the store's observe images were made with data_mode={prior_mode}, this run would use "
                          f"{data.mode}; set observe.data={prior_mode}, or re-run with --restart-from observe")
@@ -56,11 +56,11 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     out_dir = stage_dir(workdir, "observe")
     cat, prior_mode = on_root(comm, _inputs, workdir, params.file, restart_from)
     n = len(cat)
-    data = on_root(comm, _prepare_data, p, out_dir / "approx", prior_mode)
-    log.info("X-ray data: %s", data.describe())
     # Each rank's scratch (photon lists, SIMPUT and event files, SOXS's config) in its own directory.
     with tempfile.TemporaryDirectory(prefix=f"hpcmass-observe-r{rank}-") as scratch:
         scratch = Path(scratch)
+        data = on_root(comm, _prepare_data, p, out_dir / "approx", prior_mode, scratch / "config")
+        log.info("X-ray data: %s", data.describe())
         xray.import_soxs(data, scratch / "config")
         if data.mode == "approximate":
             if rank == 0 and not approx.approx_files_current(out_dir / "approx"):
@@ -68,6 +68,10 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
                 approx.write_approx_files(out_dir / "approx")
             comm.Barrier()
         instrument = xray.register_instrument(p, data)
+        spec = xray.instrument_spec(p, data)
+        if spec["fov"] < p.fov_arcmin:
+            log.warning("the instrument's %g' field is smaller than the %g' image field: the image's edges get no "
+                        "events", spec["fov"], p.fov_arcmin)
         with contextlib.chdir(scratch):  # SOXS would prefer a same-named file in the working directory
             peak = xray.arf_peak_area(data)
         if p.photon_area_cm2 is not None and p.photon_area_cm2 < peak:
@@ -78,7 +82,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
             "data_mode": data.mode,
             "data_description": data.describe(),
             "data_files": json.dumps(data.as_dict(), sort_keys=True),
-            "instrument": json.dumps(xray.instrument_spec(p, data), sort_keys=True),
+            "instrument": json.dumps(spec, sort_keys=True),
             "axes": ",".join(p.axes),
             "exposure_ks": p.exposure_ks,
             "redshift": p.redshift,

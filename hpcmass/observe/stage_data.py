@@ -15,12 +15,17 @@ from ..errors import StageError
 from . import xray
 
 
-def stage_data(data_dir: str | Path, absorb_model: str = "wabs", log=None) -> list[Path]:
-    """Download (or verify) every file a ``soxs``-mode observe run needs into ``data_dir``."""
-    data_dir = Path(data_dir).resolve()
+def stage_data(observe, log=None) -> list[Path]:
+    """Download (or verify) every file a ``soxs``-mode observe run with these ``observe`` params needs
+    (its instrument's too) into ``observe.data_dir``."""
+    data_dir = Path(observe.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    missing = xray.missing_soxs_files(data_dir, absorb_model)
     with tempfile.TemporaryDirectory(prefix="hpcmass-stage-data-") as config_home:
+        names = xray.table_files(observe)
+        if observe.instrument != xray.SIMPLE_ACISI:
+            spec = xray.registry_instrument(observe.instrument, data_dir, Path(config_home))
+            names += xray.instrument_files(spec, observe.particle_background)
+        missing = xray.missing_soxs_files(data_dir, names)
         # SOXS's downloader honours SOXS_DATA_DIR over its argument: point both at data_dir.
         with xray.temporary_environ(XDG_CONFIG_HOME=config_home, SOXS_DATA_DIR=str(data_dir)):
             import pooch
@@ -29,7 +34,7 @@ def stage_data(data_dir: str | Path, absorb_model: str = "wabs", log=None) -> li
             pooch.get_logger().setLevel("WARNING")  # our log says what is fetched
             fetcher = soxs.utils.PoochHandle(cache_dir=str(data_dir))
             paths = []
-            for name in xray.soxs_files(absorb_model):
+            for name in names:
                 if log:
                     log.info("%s %s", "fetching" if name in missing else "verified", name)
                 try:
@@ -41,7 +46,7 @@ def stage_data(data_dir: str | Path, absorb_model: str = "wabs", log=None) -> li
                         f"({type(e).__name__}: {detail[:160]}); stage-data needs "
                         f"network access: run it on a machine that has it (e.g. a login node) and copy {data_dir} here"
                     ) from None
-    still = xray.missing_soxs_files(data_dir, absorb_model)
+    still = xray.missing_soxs_files(data_dir, names)
     if still:
         raise StageError(f"{data_dir}: {', '.join(still)} still fail SOXS's hash check after downloading")
     return paths

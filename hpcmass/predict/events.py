@@ -3,7 +3,8 @@
 The binning itself is :mod:`hpcmass.observe.imaging` (the observe stage's own rule); this module
 checks that a file can be binned that way and picks the centre:
 
-- the file must hold an ``EVENTS`` table with an ``ENERGY`` column in eV and positions, either
+- the file must name the instrument the models were trained on (``TELESCOP``/``INSTRUME``) and
+  hold an ``EVENTS`` table with an ``ENERGY`` column in eV and positions, either
   the sky ``X``/``Y`` columns with their WCS keywords (``TCRVLn``/``TCRPXn``/``TCDLTn``, as CIAO and
   SOXS write them) or ``RA``/``DEC`` columns [deg];
 - its sky pixel must be no coarser than the training image's pixel;
@@ -112,6 +113,19 @@ def _events_from_radec(path: Path, header) -> imaging.Events:
     x, y = w.wcs_world2pix(np.column_stack([ra, dec]), 1).T
     return imaging.Events(x=x, y=y, energy_kev=energy, crpix=(0.0, 0.0), crval=crval, pixel_deg=pixel_deg,
                           exposure_s=float(header.get("EXPOSURE", 0.0)))
+
+
+def check_instrument(path: str | Path, instrument: dict) -> None:
+    """Refuse a file whose TELESCOP/INSTRUME do not name the instrument the models were trained on
+    (``instrument``: the model directory's, with the names a real observation and a SOXS mock write)."""
+    _, h = _columns(Path(path))
+    telescope, instrume = (str(h.get(k, "")).strip() for k in ("TELESCOP", "INSTRUME"))
+    if (telescope.upper() != instrument["telescope"].upper()
+            or instrume.upper() not in {name.upper() for name in instrument["instrume"]}):
+        raise InputError(f"{path}: TELESCOP/INSTRUME = {telescope or '(none)'}/{instrume or '(none)'}, the models were "
+                         f"trained on {instrument['telescope']}/{' or '.join(instrument['instrume'])} "
+                         f"(observe.instrument={instrument['name']}): give an observation with that instrument, or "
+                         f"a model trained for this one")
 
 
 def check_pixel_scale(events: imaging.Events, image_pixel_arcsec: float, path) -> None:

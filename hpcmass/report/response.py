@@ -35,8 +35,8 @@ def observe_response(observe_attrs: dict, approx_dir: Path) -> Response:
     except (KeyError, ValueError):
         raise StageError("the observe stage recorded no data_files/instrument attributes; "
                          "re-run `hpcmass observe` with this version of hpcmass") from None
-    where = Path(files["soxs_data_dir"])
-    if not (where / files["arf"]).is_file() and files.get("mode") == "approximate":
+    where = Path(files.get("response_dir", files["soxs_data_dir"]))
+    if not (where / files["arf"]).is_file() and files.get("staged_dir") is None and files.get("mode") == "approximate":
         where = approx_dir
     bkgnd = instrument.get("bkgnd")
     resp = Response(where / files["arf"], where / files["rmf"], where / bkgnd[0] if bkgnd else None,
@@ -44,8 +44,18 @@ def observe_response(observe_attrs: dict, approx_dir: Path) -> Response:
     for path in (resp.arf, resp.rmf, resp.bkgnd):
         if path is not None and not path.is_file():
             raise StageError(f"{path}: the observe stage's response file is missing; it is needed to turn counts "
-                             f"into L_X (run `hpcmass stage-data`, or re-run observe)")
+                             f"into L_X and to name the instrument (run `hpcmass stage-data`, or re-run observe)")
     return resp
+
+
+def telescope_instrument(rmf: Path) -> tuple[str, str]:
+    """TELESCOP and INSTRUME of an OGIP RMF's matrix: what SOXS writes as TELESCOP into its event files,
+    and the detector's name in real observations (INSTRUME of SOXS's files is the instrument's registry name)."""
+    from astropy.io import fits
+
+    with fits.open(rmf) as h:
+        header = next(hdu.header for hdu in h if hdu.name in ("MATRIX", "SPECRESP MATRIX"))
+    return str(header.get("TELESCOP", "")).strip(), str(header.get("INSTRUME", "")).strip()
 
 
 def effective_area(arf: Path):
