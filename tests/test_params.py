@@ -50,6 +50,16 @@ def test_energy_bands_are_contiguous_and_cover_the_broad_band():
     assert p.stage_hash("observe") != default.stage_hash("observe")  # a store of other bands is refused
 
 
+def test_keys_added_later_leave_older_stores_hashes_alone_at_their_default():
+    default, axis = load_params(None), load_params(None, ["observe.instrument=axis"])
+    assert "instrument" not in default.stage_identity("observe")["observe"]  # as before the key existed
+    assert default.stage_identity("observe")["observe"] == {
+        k: v for k, v in default.observe.model_dump(mode="json").items() if k != "instrument"}
+    assert axis.stage_identity("observe")["observe"]["instrument"] == "axis"
+    assert axis.stage_hash("observe") != default.stage_hash("observe")
+    assert axis.stage_hash("catalog") == default.stage_hash("catalog")
+
+
 def test_stage_hash_depends_on_upstream_sections_only():
     a = load_params(None)
     b = load_params(None, ["train.batch_size=64"])

@@ -329,3 +329,12 @@ def test_response_files_give_the_band_background_and_effective_area(tmp_path):
         observe_response({**attrs, "data_files": json.dumps({**files, "mode": "soxs"})}, tmp_path)
     with pytest.raises(StageError, match="recorded no data_files"):
         observe_response({}, tmp_path)
+
+
+def test_a_soft_channel_from_the_approximate_table_is_flagged_with_the_measured_shares():
+    from hpcmass.report.html import soft_band_note
+
+    note = soft_band_note(((0.5, 1.2), (1.2, 2.5), (2.5, 7.0)))
+    assert "29%, 65%, 79%, 89% of the 0.5–1.2 keV counts at kT = 1, 2, 3, 5 keV" in note
+    assert "soft channel (0.5–1.2 keV)" in note
+    assert soft_band_note(((0.5, 7.0),)) == "" and soft_band_note(((0.5, 2.0), (2.0, 7.0))) == ""

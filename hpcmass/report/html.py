@@ -54,6 +54,18 @@ def _lx_paper(s: dict, v: dict) -> str:
     return "—" if ref is None else f"{ref:.1f}%"
 
 
+def soft_band_note(bands) -> str:
+    """What the approximate thermal table does to a soft (below 1.2 keV) image channel, as measured."""
+    from ..observe.approx import SOFT_BAND_SHARE_OF_APEC as share
+
+    if len(bands) < 2 or bands[0][1] > 1.2:
+        return ""
+    return (" The approximate spectra's colours are weaker than real: against real AtomDB APEC they have "
+            + ", ".join(f"{100 * v:.0f}%" for v in share.values()) + " of the 0.5–1.2 keV counts at kT = "
+            + ", ".join(f"{k:g}" for k in share) + " keV (no Fe-L lines; benchmarks/approx_vs_apec.py), so the "
+            f"soft channel ({bands[0][0]:g}–{bands[0][1]:g} keV) of groups is underpopulated.")
+
+
 def _headline(s: dict, params) -> str:
     cnn, paper = s["cnn"], s["paper"]
     lo, hi = params.report.subset_log_m500c
@@ -198,7 +210,7 @@ Reproduces Ntampaka et al. 2019, <i>A Deep Learning Approach to Galaxy Cluster X
 <p class="{'warn' if approx else ''}">Data mode: <b>{escape(mode)}</b>{
     ' — the images were made with the suite’s own labelled approximations of the SOXS/AtomDB files '
     '(no network here), not with the staged real data; numbers are not the paper’s and need not match.'
-    if approx else ''}</p>
+    + soft_band_note(params.observe.bands) if approx else ''}</p>
 <h2>This run beside the paper</h2>
 {_headline(s, params)}
 <p>δ = log M<sub>predicted</sub> − log M<sub>true</sub>, one value per view. Gaussian fits are maximum
