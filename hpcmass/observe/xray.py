@@ -93,6 +93,7 @@ def registry_instrument(name: str, data_dir: Path, config_home: Path) -> dict:
     """SOXS's specification of the registry instrument ``name``; StageError (one line) if it is not an
     imager this suite can use. Imports soxs, its downloader pointed at ``data_dir``."""
     soxs = _import(data_dir, config_home)
+
     def why_not(spec) -> str | None:
         if spec is None:
             return f"not in SOXS {soxs.__version__}'s registry"
