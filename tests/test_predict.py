@@ -367,7 +367,8 @@ def test_predicting_the_observe_stage_event_files_equals_predicting_its_images(t
         assert row["per_fold_log_m500c"] == pytest.approx(iv.per_fold, abs=1e-6)
         assert (row["log_m500c"], row["lower"], row["upper"]) == pytest.approx((iv.central, iv.lower, iv.upper),
                                                                                abs=1e-6)
-        # The cluster's own test-fold model gives what the train stage stored for these 8 views.
+        # The cluster's own test-fold model gives what the train stage stored for these 8 views, to float32
+        # rounding: the train stage predicts a fold's views in batches of 256, this one call's 24 images.
         np.testing.assert_allclose(mine[a, fold], held[8 * a: 8 * a + 8], atol=1e-5)
     with open(tmp_path / "p.csv") as fh:
         table = list(csv.DictReader(fh))
