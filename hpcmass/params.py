@@ -90,6 +90,10 @@ class CatalogParams(Section):
         return self
 
 
+#: ``observe.instrument`` of the paper's simplified ACIS-I (any other value names a SOXS registry instrument).
+SIMPLE_ACISI = "simple_acisi"
+
+
 class ObserveParams(Section):
     redshift: Annotated[float, Field(gt=0.0, le=2.0)] = 0.05
     exposure_ks: PosFloat = 100.0
@@ -124,7 +128,7 @@ class ObserveParams(Section):
     #: an imaging instrument of SOXS's registry (e.g. chandra_acisi_cy22, axis, lynx_hdxi, athena_wfi,
     #: xrism_xtend) with its own chips, PSF, dither, response and particle background, read from the
     #: files `hpcmass stage-data` puts in data_dir.
-    instrument: Annotated[str, Field(min_length=1, max_length=100)] = "simple_acisi"
+    instrument: Annotated[str, Field(min_length=1, max_length=100)] = SIMPLE_ACISI
     #: The image field [arcmin] (the paper's 20' square), and simple_acisi's detector.
     fov_arcmin: Annotated[float, Field(gt=0.0, le=120.0)] = 20.0
     detector_pixel_arcsec: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
@@ -168,7 +172,7 @@ class ObserveParams(Section):
             raise _FieldError(("spectrum_emin_kev",), self.spectrum_emin_kev,
                               f"a photon energy range covering the image band {self.emin_kev}-{self.emax_kev} keV")
         own = sorted({"detector_pixel_arcsec", "psf_fwhm_arcsec", "dither"} & self.model_fields_set)
-        if self.instrument != "simple_acisi" and own:
+        if self.instrument != SIMPLE_ACISI and own:
             raise _FieldError((own[0],), getattr(self, own[0]),
                               f"the key left out: it describes the simple_acisi instrument, and observe.instrument="
                               f"{self.instrument} brings its own from SOXS's registry")
@@ -384,7 +388,7 @@ class Params(Section):
 
 #: Keys added after stores were made, whose default reproduces what those stores hold: left out of a
 #: stage's identity while at it, so those stores keep their params hash and still resume.
-LATER_KEYS = {("observe", "instrument"): "simple_acisi"}
+LATER_KEYS = {("observe", "instrument"): SIMPLE_ACISI}
 
 
 class _FieldError(ValueError):

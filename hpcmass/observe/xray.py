@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import StageError
+from ..params import SIMPLE_ACISI
 from . import approx
 
 #: APEC version of SOXS's default tables, and the ACIS-I cycle SOXS serves closest to the paper's 19.
@@ -46,10 +47,6 @@ TBABS_TABLE = "tbabs_table.h5"
 #: SOXS's default sky position for examples; where the pointing sits does not matter here.
 SKY_CENTER_DEG = (30.0, 45.0)
 _FOCAL_LENGTH_M = 10.0  # Chandra HRMA
-
-
-#: ``observe.instrument`` of the paper's simplified ACIS-I (the others are SOXS registry names).
-SIMPLE_ACISI = "simple_acisi"
 
 
 def table_files(observe) -> list[str]:
@@ -118,7 +115,6 @@ class XrayData:
     mode: str  # thermal tables: "soxs" (AtomDB APEC) or "approximate"
     soxs_data_dir: str  # where SOXS looks up files outside its registry (ours) and the APEC tables
     staged_dir: str | None  # observe.data_dir when SOXS's registry files are read (its downloader's directory)
-    response_dir: str  # where the ARF, RMF and background are
     apec_version: str
     arf: str
     rmf: str
@@ -126,6 +122,11 @@ class XrayData:
     foreground: bool  # galactic foreground applied
     absorb_model: str
     soxs_instrument: dict | None = field(default=None, compare=False)  # a SOXS registry instrument's spec
+
+    @property
+    def response_dir(self) -> str:
+        """Where the ARF, RMF and background are: the staged SOXS files, else our approximate ones."""
+        return self.staged_dir or self.soxs_data_dir
 
     def describe(self) -> str:
         if self.mode == "soxs":
@@ -180,21 +181,17 @@ def resolve_data(observe, approx_dir: Path, config_home: Path) -> XrayData:
             f"{'that setting' if len(needs_real) == 1 else 'those settings'}"
         )
     real = observe.data == "soxs" or (observe.data == "auto" and not missing)
-    tables_dir = str(data_dir) if real else str(Path(approx_dir).resolve())
-    common = dict(mode="soxs" if real else "approximate", soxs_data_dir=tables_dir,
-                  apec_version=SOXS_APEC_VERSION if real else approx.APEC_VERSION,
-                  foreground=real and observe.foreground is not False, absorb_model=observe.absorb_model)
     if spec is not None:
         if not observe.particle_background:  # recorded as off, as the simple ACIS-I records it (the L_X baseline reads it)
             spec["bkgnd"] = None
-        bkgnd = spec["bkgnd"][0] if spec["bkgnd"] else None
-        return XrayData(**common, staged_dir=str(data_dir), response_dir=str(data_dir), arf=spec["arf"],
-                        rmf=spec["rmf"], bkgnd=bkgnd, soxs_instrument=spec)
-    if real:
-        return XrayData(**common, staged_dir=str(data_dir), response_dir=str(data_dir), arf=SOXS_ARF, rmf=SOXS_RMF,
-                        bkgnd=SOXS_BKGND)
-    return XrayData(**common, staged_dir=None, response_dir=tables_dir, arf=approx.ARF_NAME, rmf=approx.RMF_NAME,
-                    bkgnd=approx.BKGND_NAME)
+        files = (spec["arf"], spec["rmf"], spec["bkgnd"][0] if spec["bkgnd"] else None)
+    else:
+        files = (SOXS_ARF, SOXS_RMF, SOXS_BKGND) if real else (approx.ARF_NAME, approx.RMF_NAME, approx.BKGND_NAME)
+    return XrayData("soxs" if real else "approximate", str(data_dir) if real else str(Path(approx_dir).resolve()),
+                    str(data_dir) if real or spec is not None else None,
+                    SOXS_APEC_VERSION if real else approx.APEC_VERSION, *files,
+                    foreground=real and observe.foreground is not False, absorb_model=observe.absorb_model,
+                    soxs_instrument=spec)
 
 
 def instrument_spec(observe, data: XrayData) -> dict:

@@ -35,7 +35,7 @@ def observe_response(observe_attrs: dict, approx_dir: Path) -> Response:
     except (KeyError, ValueError):
         raise StageError("the observe stage recorded no data_files/instrument attributes; "
                          "re-run `hpcmass observe` with this version of hpcmass") from None
-    where = Path(files.get("response_dir", files["soxs_data_dir"]))
+    where = Path(files.get("staged_dir") or files["soxs_data_dir"])  # XrayData.response_dir
     if not (where / files["arf"]).is_file() and files.get("staged_dir") is None and files.get("mode") == "approximate":
         where = approx_dir
     bkgnd = instrument.get("bkgnd")
