@@ -254,10 +254,10 @@ def test_warnings_name_what_differs_from_the_training_mocks():
 
     bundle = SimpleNamespace(image={"exposure_ks": 100.0, "redshift": 0.05},
                              manifest={"training_set": {"log_m500c_range": [13.6, 15.0]}})
-    row = {"exposure_s": 1.05e5, "log_m500c": 14.2, "fold_spread_dex": 0.02, "half_width_dex": 0.06}
+    row = {"log_m500c": 14.2, "fold_spread_dex": 0.02, "half_width_dex": 0.06}
     assert warnings_for(row, bundle, 0.05) == []
-    text = " | ".join(warnings_for({**row, "exposure_s": 3e4, "log_m500c": 15.3, "fold_spread_dex": 0.1}, bundle, 0.2))
-    assert "exposure 30 ks, trained on 100 ks" in text and "redshift 0.2, trained at 0.05" in text
+    text = " | ".join(warnings_for({**row, "log_m500c": 15.3, "fold_spread_dex": 0.1}, bundle, 0.2))
+    assert "redshift 0.2, trained at 0.05" in text
     assert "outside the training range 13.60-15.00" in text and "fold models disagree by 0.100 dex" in text
 
 
@@ -268,8 +268,10 @@ def test_predict_without_files_or_model_says_what_it_needs(env):
 
 # --- end to end: the real stages, export-model, predict ------------------------------------------
 
+# The paper's 100 ks (ci.yaml's 10 ks leaves the faintest of these groups below the detection threshold).
 CI = ["--params", "params/ci.yaml", "--set", "catalog.n_clusters=6", "--set", "catalog.cell_mass_msun=2e9",
-      "--set", "observe.keep_events=true", "--set", f"observe.bands={[list(b) for b in THREE_BANDS]}"]
+      "--set", "observe.keep_events=true", "--set", f"observe.bands={[list(b) for b in THREE_BANDS]}",
+      "--set", "observe.exposure_ks=100"]
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +285,7 @@ def trained(tmp_path_factory):
         proc = hpcmass(stage, *CI, "--workdir", wd, env=env, timeout=600)
         assert proc.returncode == 0, f"{stage}: {proc.stderr}"
     out = wd.parent / "exported"
-    proc = hpcmass("export-model", "--workdir", wd, "--output", out, env=env)
+    proc = hpcmass("export-model", "--workdir", wd, "--output", out, "--blank-fields", 40, env=env)
     assert proc.returncode == 0, proc.stderr
     return wd, out, env, proc.stdout
 
@@ -396,3 +398,115 @@ def test_export_and_predict_say_what_to_run_first(trained, tmp_path):
     empty = tmp_path / "empty"
     proc = hpcmass("export-model", "--workdir", empty, env=env)
     assert proc.returncode == 2 and "no store here" in proc.stderr
+
+
+# --- the domain checks on mock event files (the issue's done-when) ---------------------------------
+
+@pytest.fixture(scope="module")
+def sky_mocks(trained, tmp_path_factory):
+    """Event files without a cluster, through the trained run's own instrument and backgrounds: blank sky, and
+    blank sky with one bright point source (a SOXS power law, ~2000 counts) at the pointing."""
+    import contextlib
+
+    from hpcmass.observe.simulate import quiet_libraries, sky_field
+    from hpcmass.observe.stage import instrument_setup
+    from hpcmass.observe.xray import SKY_CENTER_DEG
+    from hpcmass.params import load_params
+
+    wd, out, _, _ = trained
+    scratch = tmp_path_factory.mktemp("sky")
+    setup = instrument_setup(wd, load_params(out / "params.yaml"), scratch)
+    import soxs  # configured by instrument_setup
+
+    spectrum = soxs.Spectrum.from_powerlaw(1.8, 0.0, 5e-4, 0.1, 10.0, 2000)
+    source = soxs.SimputSpectrum.from_spectrum("agn", spectrum, *SKY_CENTER_DEG)
+    with contextlib.chdir(scratch), quiet_libraries():
+        soxs.SimputCatalog.from_source("agn_simput.fits", source, overwrite=True)
+        blank = sky_field(setup, scratch / "blank_evt.fits", np.random.default_rng(101))
+        point = sky_field(setup, scratch / "agn_evt.fits", np.random.default_rng(102), source="agn_simput.fits")
+    return blank, point
+
+
+def quarter_field(src, dst):
+    """The event file ``src`` cut to the central 10' x 10' box (a quarter of the 20' field)."""
+    from astropy.io import fits
+
+    with fits.open(src) as hdul:
+        ev = hdul["EVENTS"]
+        names = [c.upper() for c in ev.columns.names]
+        ix, iy = names.index("X") + 1, names.index("Y") + 1
+        half = 5.0 / 60.0 / abs(ev.header[f"TCDLT{ix}"])
+        keep = ((np.abs(ev.data["X"] - ev.header[f"TCRPX{ix}"]) < half)
+                & (np.abs(ev.data["Y"] - ev.header[f"TCRPX{iy}"]) < half))
+        hdul["EVENTS"] = fits.BinTableHDU(ev.data[keep], ev.header, name="EVENTS")
+        hdul.writeto(dst)
+    return dst
+
+
+@pytest.mark.slow
+def test_predict_refuses_blank_sky_a_point_source_and_a_quarter_field(trained, sky_mocks, tmp_path):
+    wd, out, env, _ = trained
+    blank, point = sky_mocks
+    quarter = quarter_field(wd / "observe" / "events" / "cluster000004_x_evt.fits", tmp_path / "quarter_evt.fits")
+    proc = hpcmass("predict", blank, point, quarter, "--model", out, "--json", tmp_path / "p.json",
+                   "--csv", tmp_path / "p.csv", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    assert [r["verdict"] for r in rows] == ["refuse"] * 3 and all(r["log_m500c"] is None for r in rows)
+    blank_row, point_row, quarter_row = rows
+    for r in (blank_row, point_row):
+        assert r["checks"]["cluster"]["verdict"] == "refuse", r["checks"]
+        assert r["checks"]["cluster"]["reason"].startswith("no cluster detected")
+    # The point source is the X-ray peak: the field is centred on it, at the pointing, and covered whole (the
+    # blank field's X-ray peak is a fluctuation anywhere: its field may run past the detector).
+    assert point_row["center_rule"] == "X-ray peak" and point_row["checks"]["coverage"]["value"] == 1.0
+    assert (point_row["center_ra_deg"], point_row["center_dec_deg"]) == pytest.approx((30.0, 45.0), abs=2e-3)
+    # A quarter of the field, counted in whole cells: 8 x 8 of 16 x 16, up to 9 x 9 where the centre (the X-ray
+    # peak) puts the box's edges inside cells.
+    coverage = quarter_row["checks"]["coverage"]
+    assert coverage["verdict"] == "refuse" and 0.25 <= coverage["value"] <= 81 / 256
+    assert coverage["reason"].startswith(f"{100 * coverage['value']:.0f}% of the field's cells hold events")
+    # Nor has it outskirts to measure the background in.
+    assert quarter_row["checks"]["cluster"]["reason"].endswith("the outskirts the background is measured in hold "
+                                                               "no events")
+    assert proc.stdout.count("refused: cluster: no cluster detected") == 3 and "refused: coverage: " in proc.stdout
+    with open(tmp_path / "p.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [(r["verdict"], r["cluster_verdict"], r["log_m500c"]) for r in table] == [("refuse", "refuse", "")] * 3
+    assert table[2]["coverage_verdict"] == "refuse" and float(table[2]["coverage_value"]) == coverage["value"]
+
+
+@pytest.mark.slow
+def test_held_out_mocks_pass_the_domain_checks_and_keep_their_coverage(trained, tmp_path):
+    wd, out, env, stdout = trained
+    files = sorted((wd / "observe" / "events").glob("cluster*_evt.fits"))
+    assert len(files) == 18
+    proc = hpcmass("predict", *files, "--model", out, "--json", tmp_path / "p.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    assert all(r["verdict"] != "refuse" for r in rows), [r["checks"] for r in rows if r["verdict"] == "refuse"]
+    assert all(r["checks"]["exposure"] == {"check": "exposure", "verdict": "ok", "value": 1.0,
+                                           "reason": "100 ks, trained on 100 ks"} for r in rows)
+    dom = json.loads((out / "model.json").read_text())["domain"]
+    acc = dom["heldout_accepted"]
+    assert acc["of"] == 18 and abs(acc["coverage"] - acc["coverage_all"]) <= 0.03
+    det = dom["detection"]
+    assert (det["blank_fields"]["n_calibration"], det["n_test"], det["with_point_sources"]["n_test"]) == (20, 20, 20)
+    assert det["false_positives"] == 0 and det["completeness"] == 1.0
+    assert det["blank_fields"]["mean"] < det["threshold_sigma"] < det["training_min_sigma"]
+    assert "false positives 0/20 blank fields (95% upper limit 14%)" in stdout
+
+
+@pytest.mark.slow
+def test_the_perturbed_calibration_predicts_as_the_train_stage(trained):
+    """The export's held-out predictions of thinned and cut images use the same models, views and folds as the
+    train stage: unperturbed, they are its held-out predictions."""
+    from hpcmass.predict.bundle import load_bundle
+    from hpcmass.predict.domain import heldout_predictions
+
+    wd, out, _, _ = trained
+    with h5py.File(wd / "store.h5", "r") as f:
+        counts, held, folds = f["observe/images"][...], f["train/pred_log_m500c"][...], f["dataset/fold"][...]
+    np.testing.assert_allclose(heldout_predictions(load_bundle(out).models(), counts, folds), held, atol=1e-5)
+    levels = json.loads((out / "model.json").read_text())["domain"]["exposure"]["levels"]
+    assert [lv["fraction"] for lv in levels] == [1.0, 0.8, 0.6, 0.4, 0.25]

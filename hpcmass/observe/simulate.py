@@ -91,7 +91,6 @@ def observe_cluster(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: in
 def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setup: Setup, work: Path,
              events_dir: Path | None) -> Observation:
     import pyxsim
-    import soxs
 
     p = setup.observe
     seconds = {}
@@ -134,11 +133,8 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
             source = str(work / f"{axis}_simput.fits")
         seconds["projection"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        evt = work / f"evt_{axis}.fits"
-        soxs.instrument_simulator(source, str(evt), (p.exposure_ks, "ks"), setup.instrument, SKY_CENTER_DEG,
-                                  overwrite=True, instr_bkgnd=p.particle_background,
-                                  foreground=setup.data.foreground, ptsrc_bkgnd=p.point_sources, prng=prng)
-        if evt.exists():  # SOXS writes nothing when no event at all was detected
+        evt = sky_field(setup, work / f"evt_{axis}.fits", prng, source)
+        if evt is not None:
             images.append(imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels,
                                                         bands=p.bands))
             if events_dir is not None:
@@ -147,6 +143,19 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
             images.append(np.zeros((len(p.bands), p.image_pixels, p.image_pixels), dtype=np.int32))
         seconds["instrument"] += time.perf_counter() - t0
     return Observation(np.stack(images), int(n_photons), seconds, kept)
+
+
+def sky_field(setup: Setup, path: Path, prng, source: str | None = None) -> Path | None:
+    """A mock observation through ``setup``'s instrument with its backgrounds (particle, foreground, point
+    sources as ``observe`` says) and the SIMPUT catalogue ``source`` (None: blank sky), written to ``path``
+    in the working directory's SOXS context; None when not one event was detected (SOXS then writes no file)."""
+    import soxs
+
+    p = setup.observe
+    soxs.instrument_simulator(source, str(path), (p.exposure_ks, "ks"), setup.instrument, SKY_CENTER_DEG,
+                              overwrite=True, instr_bkgnd=p.particle_background, foreground=setup.data.foreground,
+                              ptsrc_bkgnd=p.point_sources, prng=prng)
+    return path if path.exists() else None
 
 
 def _keep(src: Path, dst: Path) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +44,31 @@ def _prepare_data(observe, approx_dir: Path, prior_mode: str | None, config_home
     return data
 
 
+def _set_up_soxs(comm, observe, data: xray.XrayData, approx_dir: Path, config_home: Path, log) -> str:
+    """SOXS imported and configured for ``data`` (the approximate files written once), the instrument
+    registered; returns its registry name."""
+    xray.import_soxs(data, config_home)
+    if data.mode == "approximate":
+        if comm.Get_rank() == 0 and not approx.approx_files_current(approx_dir):
+            log.info("writing the approximate thermal table, response and background to %s", approx_dir)
+            approx.write_approx_files(approx_dir)
+        comm.Barrier()
+    return xray.register_instrument(observe, data)
+
+
+def instrument_setup(workdir, params, scratch: Path, log=None) -> simulate.Setup:
+    """The observe stage's instrument and data set up again in this process (serial), for mocks made after the
+    stage with the same instrument and backgrounds: blank-sky fields (:func:`simulate.sky_field`)."""
+    comm, p = stage_comm(None), params.observe
+    workdir = Path(workdir).resolve()
+    approx_dir = stage_dir(workdir, "observe") / "approx"
+    with Store.read(workdir) as store:
+        mode = observe_data_mode(store)
+    data = _prepare_data(p, approx_dir, mode, scratch / "config")
+    instrument = _set_up_soxs(comm, p, data, approx_dir, scratch / "config", log or get_logger(comm))
+    return simulate.Setup(p, data, instrument, math.nan, params.run.seed)
+
+
 def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None) -> dict:
     """Observe every catalogued cluster not yet done; collective over ``comm`` (None: serial).
 
@@ -61,13 +87,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
         scratch = Path(scratch)
         data = on_root(comm, _prepare_data, p, out_dir / "approx", prior_mode, scratch / "config")
         log.info("X-ray data: %s", data.describe())
-        xray.import_soxs(data, scratch / "config")
-        if data.mode == "approximate":
-            if rank == 0 and not approx.approx_files_current(out_dir / "approx"):
-                log.info("writing the approximate thermal table, response and background to %s", out_dir / "approx")
-                approx.write_approx_files(out_dir / "approx")
-            comm.Barrier()
-        instrument = xray.register_instrument(p, data)
+        instrument = _set_up_soxs(comm, p, data, out_dir / "approx", scratch / "config", log)
         spec = xray.instrument_spec(p, data)
         if spec["fov"] < p.fov_arcmin:
             log.warning("the instrument's %g' field is smaller than the %g' image field: the image's edges get no "

@@ -1,10 +1,11 @@
 """The exported model directory: everything ``hpcmass predict`` needs, without the store.
 
-Layout (format ``hpcmass-model/3``: version 1 had no energy bands, version 2 no instrument; both are
-refused)::
+Layout (format ``hpcmass-model/4``: version 1 had no energy bands, version 2 no instrument, version 3 no
+domain checks; all are refused)::
 
-    model.json          manifest: image geometry, instrument, input scaling, view order, calibration, training
-                        sample, provenance (versions, git commits, X-ray data mode)
+    model.json          manifest: image geometry, instrument, input scaling, view order, calibration, the domain
+                        checks' thresholds (:mod:`hpcmass.predict.domain`), training sample, provenance
+                        (versions, git commits, X-ray data mode)
     params.yaml         the resolved params the models were trained with
     fold_KK.keras       the model each cross-validation fold kept (raw counts (bands, P, P) in, log10 M500c out;
                         the input scaling is its first layer)
@@ -34,17 +35,18 @@ from ..store import Store, git_commit, package_versions, stage_dir, utc_now
 from ..store.readers import load_catalog, load_folds, load_observations, load_predictions
 from ..train.files import model_path
 from .calibration import Calibration, HeldOut, calibrate
+from .domain import BLANK_FIELDS, calibrate_domain
 
-FORMAT = "hpcmass-model/3"
+FORMAT = "hpcmass-model/4"
 MANIFEST = "model.json"
 _STAGES = ("catalog", "observe", "dataset", "train")
 
 
-def export_model(workdir, out, params_file: str | None = None, log=None) -> dict:
+def export_model(workdir, out, params_file: str | None = None, log=None, blank_fields: int = BLANK_FIELDS) -> dict:
     """Write the model directory ``out`` from a completed train stage; returns its manifest.
 
     ``out`` is written beside itself and renamed into place; an earlier export there is replaced,
-    anything else is refused.
+    anything else is refused. ``blank_fields`` blank-sky mocks calibrate the cluster detection.
     """
     workdir, out = Path(workdir), Path(out)
     if out.exists() and not (out / MANIFEST).exists():
@@ -75,6 +77,9 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
                 raise StageError(f"{src}: fold {k}'s model is missing; re-run `hpcmass train --fold {k}`")
             models.append(f"fold_{k:02d}.keras")
             shutil.copy2(src, tmp / models[-1])
+        domain = calibrate_domain(workdir, params, observations.counts, cat["log_m500c"], folds, (cal, held),
+                                  load_models([tmp / m for m in models], (len(p.bands), pixels, pixels)),
+                                  blank_fields, log)
         _write_heldout(tmp / "heldout.csv", held, cat["cluster_id"], p.axes)
         report_csv = stage_dir(workdir, "report") / "clusters.csv"
         if report_done and report_csv.exists():
@@ -97,6 +102,7 @@ def export_model(workdir, out, params_file: str | None = None, log=None) -> dict
             "views": {"per_image": VIEWS_PER_AXIS, "order": VIEW_ORDER},
             "calibration": {**cal.as_dict(), "method": "split-conformal quantile of held-out |delta|; coverage "
                                                         "leave-one-fold-out (hpcmass/predict/calibration.py)"},
+            "domain": domain,
             "training_set": {"n_clusters": int(cat["log_m500c"].size), "n_folds": n_folds,
                              "log_m500c_range": [float(cat["log_m500c"].min()), float(cat["log_m500c"].max())],
                              "stopping": params.train.stopping, **fit},
@@ -159,6 +165,11 @@ class ModelBundle:
         return self.manifest["instrument"]
 
     @property
+    def domain(self) -> dict:
+        """The domain checks' thresholds (:mod:`hpcmass.predict.domain`)."""
+        return self.manifest["domain"]
+
+    @property
     def calibration(self) -> Calibration:
         c = dict(self.manifest["calibration"])
         c.pop("method", None)
@@ -167,20 +178,8 @@ class ModelBundle:
     def models(self) -> list:
         """The fold models (loaded once; imports TensorFlow)."""
         if not self._models:
-            import tensorflow as tf
-            import tf_keras
-
-            tf.get_logger().addFilter(_not_a_retracing_warning)  # the same function: added once per process
-
-            from ..train import model as _registers_scale_counts  # noqa: F401  (the models' first layer)
-
             shape = (len(self.image["bands_kev"]), self.image["pixels"], self.image["pixels"])
-            for name in self.manifest["models"]:
-                m = tf_keras.models.load_model(self.path / name, compile=False)
-                if tuple(m.input_shape[1:]) != shape:
-                    raise InputError(f"{self.path / name}: takes {m.input_shape[1:]} images, the manifest says "
-                                     f"{shape} (bands, pixels, pixels)")
-                self._models.append(m)
+            self._models = load_models([self.path / name for name in self.manifest["models"]], shape)
         return self._models
 
     def predict(self, images) -> np.ndarray:
@@ -189,6 +188,25 @@ class ModelBundle:
 
         views = make_views(np.asarray(images)[:, None])  # (n, 8, bands, P, P)
         return np.stack([predict_log_m500c(m, views) for m in self.models()], axis=1)
+
+
+def load_models(paths, shape: tuple[int, int, int]) -> list:
+    """The fold models at ``paths`` (imports TensorFlow), each checked to take ``shape`` (bands, P, P) images."""
+    import tensorflow as tf
+    import tf_keras
+
+    tf.get_logger().addFilter(_not_a_retracing_warning)  # the same function: added once per process
+
+    from ..train import model as _registers_scale_counts  # noqa: F401  (the models' first layer)
+
+    models = []
+    for path in paths:
+        m = tf_keras.models.load_model(path, compile=False)
+        if tuple(m.input_shape[1:]) != shape:
+            raise InputError(f"{path}: takes {m.input_shape[1:]} images, the manifest says {shape} (bands, pixels, "
+                             f"pixels)")
+        models.append(m)
+    return models
 
 
 def _not_a_retracing_warning(record) -> bool:

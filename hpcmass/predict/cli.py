@@ -4,6 +4,12 @@ Each event file is checked and binned exactly as the training images (the model 
 pixels and energy bands; :mod:`hpcmass.predict.events`), centred on ``--center`` or the X-ray peak; every
 fold model predicts the image's 8 views, and the interval is the one calibrated on the held-out
 predictions (:mod:`hpcmass.predict.calibration`). Runs on one process (rank 0 of a job).
+
+Before the models see it, each image passes the domain checks (:mod:`hpcmass.predict.checks`, thresholds
+measured at export: :mod:`hpcmass.predict.domain`), each a verdict ``ok``/``warn``/``refuse`` in the
+table, JSON and CSV: exposure (a longer one thinned to the training exposure, a shorter one's interval
+widened as calibrated, below the calibrated range refused), field coverage, and extended emission
+(no cluster detected: refused). A refused file gets no mass.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import numpy as np
 from ..errors import InputError, ParamsError
 from ..images import bands_label
 from ..mpi import get_logger
+from . import checks
 
 HELP = "predict log10 M500c, with a calibrated interval, of clusters in X-ray event files (an exported model)"
-#: Relative difference of exposure time from the training's above which a prediction is flagged.
-EXPOSURE_TOLERANCE = 0.1
+#: Seed of the thinning of an exposure longer than the training one (the same file gives the same image).
+THIN_SEED = 0
 
 
 def add_arguments(parser) -> None:
@@ -63,15 +70,9 @@ def parse_center(text: str | None) -> tuple[float, float] | None:
 
 
 def warnings_for(row: dict, bundle, redshift: float | None) -> list[str]:
-    """Where this observation differs from what the models were trained and calibrated on."""
+    """Where a predicted observation differs from what the models were trained on, beyond the domain checks."""
     img, train = bundle.image, bundle.manifest["training_set"]
     out = []
-    exposure_ks = row["exposure_s"] / 1e3
-    if exposure_ks <= 0:
-        out.append("no EXPOSURE in the file: cannot check it against the training exposure")
-    elif abs(exposure_ks / img["exposure_ks"] - 1) > EXPOSURE_TOLERANCE:
-        out.append(f"exposure {exposure_ks:.4g} ks, trained on {img['exposure_ks']:.4g} ks: the models read raw "
-                   f"counts, so the mass is biased (low for a shorter exposure)")
     if redshift is not None and not math.isclose(redshift, img["redshift"], rel_tol=0.02):
         out.append(f"redshift {redshift:g}, trained at {img['redshift']:g}: angular size and flux differ; "
                    f"not corrected")
@@ -84,30 +85,54 @@ def warnings_for(row: dict, bundle, redshift: float | None) -> list[str]:
     return out
 
 
+#: The estimate's columns, empty (None) in a refused row.
+ESTIMATE = ("log_m500c", "lower", "upper", "m500c_msun", "view_spread_dex", "fold_spread_dex")
+
+
+def checked_image(binned, domain: dict) -> tuple[np.ndarray, list, float]:
+    """The image the models see (thinned to the training exposure when longer), the domain checks' verdicts on it
+    and the interval's half-width."""
+    exposure, keep, half_width = checks.exposure_verdict(binned.exposure_s, domain)
+    image = binned.image if keep == 1.0 else checks.thin(binned.image, keep, np.random.default_rng(THIN_SEED))
+    ap = checks.apertures(image.shape[-1])
+    return image, [exposure, checks.coverage_verdict(checks.field_coverage(image), domain),
+                   checks.cluster_verdict(checks.extended_significance(image, ap), domain)], half_width
+
+
 def predict_files(paths, bundle, center_radec=None, redshift: float | None = None) -> list[dict]:
-    """One result row per event file: centre and its rule, counts, central value, interval, spreads, each
-    fold model's mean and the warnings."""
+    """One result row per event file: centre and its rule, counts, the domain checks' verdicts, and unless refused
+    the central value, interval, spreads, each fold model's mean and the warnings."""
     from .calibration import interval
     from .events import bin_event_file, check_instrument
 
     img = bundle.image
     for p in paths:
         check_instrument(p, bundle.instrument)
-    binned = [bin_event_file(p, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], bands=img["bands_kev"],
-                             center_radec=center_radec) for p in paths]
-    pred = bundle.predict(np.stack([b.image for b in binned]))  # (files, models, 8)
-    half_width = bundle.calibration.half_width
-    rows = []
-    for path, b, p in zip(paths, binned, pred):
-        iv = interval(p, half_width)
-        row = {"file": str(path), "center_ra_deg": b.center_radec[0], "center_dec_deg": b.center_radec[1],
-               "center_rule": b.center_rule, "counts_in_image": int(b.image.sum()), "exposure_s": b.exposure_s,
-               "log_m500c": iv.central, "lower": iv.lower, "upper": iv.upper, "half_width_dex": half_width,
-               "m500c_msun": 10 ** iv.central, "view_spread_dex": iv.view_spread, "fold_spread_dex": iv.fold_spread,
-               "per_fold_log_m500c": iv.per_fold}
-        row["warnings"] = warnings_for(row, bundle, redshift)
-        rows.append(row)
+    rows, images = [], []
+    for path in paths:
+        b = bin_event_file(path, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], bands=img["bands_kev"],
+                           center_radec=center_radec)
+        image, verdicts, half_width = checked_image(b, bundle.domain)
+        rows.append({"file": str(path), "center_ra_deg": b.center_radec[0], "center_dec_deg": b.center_radec[1],
+                     "center_rule": b.center_rule, "counts_in_image": int(image.sum()), "exposure_s": b.exposure_s,
+                     "verdict": checks.worst(verdicts), "checks": {v.check: v.as_dict() for v in verdicts},
+                     "half_width_dex": half_width, **dict.fromkeys(ESTIMATE), "per_fold_log_m500c": [],
+                     "warnings": []})
+        images.append(image)
+    accepted = [i for i, r in enumerate(rows) if r["verdict"] != "refuse"]
+    if accepted:
+        pred = bundle.predict(np.stack([images[i] for i in accepted]))  # (files, models, 8)
+        for i, p in zip(accepted, pred):
+            row = rows[i]
+            iv = interval(p, row["half_width_dex"])
+            row.update(log_m500c=iv.central, lower=iv.lower, upper=iv.upper, m500c_msun=10 ** iv.central,
+                       view_spread_dex=iv.view_spread, fold_spread_dex=iv.fold_spread, per_fold_log_m500c=iv.per_fold)
+            row["warnings"] = warnings_for(row, bundle, redshift)
     return rows
+
+
+def _reasons(row: dict, verdict: str) -> list[str]:
+    return [f"{name}: {c['reason']}" for name, c in row["checks"].items() if c["verdict"] == verdict]
 
 
 def format_table(rows: list[dict], bundle) -> str:
@@ -118,25 +143,34 @@ def format_table(rows: list[dict], bundle) -> str:
              f"{img['pixel_arcsec']:.4g}\", "
              f"{bands_label(img['bands_kev'])}, {bundle.instrument['name']})",
              cal.describe(),
-             f"{'file':<32} {'centre RA, Dec [deg]':<22} {'rule':<10} {'counts':>8} {'log M500c':>9}  "
+             f"{'file':<32} {'centre RA, Dec [deg]':<22} {'rule':<10} {'counts':>8} {'verdict':<7} {'log M500c':>9}  "
              f"{'68% interval':<15} {'M500c [Msun]':>12} {'views':>6} {'folds':>6}"]
     for r in rows:
-        lines.append(f"{Path(r['file']).name:<32} {r['center_ra_deg']:9.5f} {r['center_dec_deg']:+9.5f}   "
-                     f"{r['center_rule']:<10} {r['counts_in_image']:>8d} {r['log_m500c']:9.3f}  "
-                     f"[{r['lower']:.3f}, {r['upper']:.3f}] {r['m500c_msun']:12.3e} {r['view_spread_dex']:6.3f} "
-                     f"{r['fold_spread_dex']:6.3f}")
-        lines += [f"  warning: {w}" for w in r["warnings"]]
+        head = (f"{Path(r['file']).name:<32} {r['center_ra_deg']:9.5f} {r['center_dec_deg']:+9.5f}   "
+                f"{r['center_rule']:<10} {r['counts_in_image']:>8d} {r['verdict']:<7}")
+        if r["verdict"] == "refuse":
+            lines.append(f"{head} {'-':>9}")
+            lines += [f"  refused: {why}" for why in _reasons(r, "refuse")]
+        else:
+            lines.append(f"{head} {r['log_m500c']:9.3f}  [{r['lower']:.3f}, {r['upper']:.3f}] {r['m500c_msun']:12.3e} "
+                         f"{r['view_spread_dex']:6.3f} {r['fold_spread_dex']:6.3f}")
+        lines += [f"  warning: {w}" for w in _reasons(r, "warn") + r["warnings"]]
     return "\n".join(lines)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    keys = [k for k in rows[0] if k not in ("per_fold_log_m500c", "warnings")]
+    keys = [k for k in rows[0] if k not in ("checks", "per_fold_log_m500c", "warnings")]
+    names = list(rows[0]["checks"])
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(keys + ["per_fold_log_m500c", "warnings"])
+        w.writerow(keys + [f"{n}_{part}" for n in names for part in ("verdict", "value")]
+                   + ["per_fold_log_m500c", "reasons", "warnings"])
         for r in rows:
-            w.writerow([r[k] for k in keys] + [" ".join(f"{v:.5f}" for v in r["per_fold_log_m500c"]),
-                                               "; ".join(r["warnings"])])
+            w.writerow(["" if r[k] is None else r[k] for k in keys]
+                       + [("" if r["checks"][n][part] is None else r["checks"][n][part])
+                          for n in names for part in ("verdict", "value")]
+                       + [" ".join(f"{v:.5f}" for v in r["per_fold_log_m500c"]),
+                          "; ".join(_reasons(r, "refuse") + _reasons(r, "warn")), "; ".join(r["warnings"])])
 
 
 def run(args, params, comm) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ParamsError
 from ..mpi import get_logger
+from .domain import BLANK_FIELDS
 
 HELP = "write the trained fold models, geometry, scaling, calibration and provenance to a directory for `predict`"
 
@@ -17,6 +19,9 @@ HELP = "write the trained fold models, geometry, scaling, calibration and proven
 def add_arguments(parser) -> None:
     parser.add_argument("--output", type=Path, metavar="DIR",
                         help="directory to write (default: <workdir>/model; an earlier export there is replaced)")
+    parser.add_argument("--blank-fields", type=int, default=BLANK_FIELDS, metavar="N",
+                        help=f"blank-sky mocks that calibrate the cluster detection: half set its threshold, half "
+                             f"measure its false-positive rate (default {BLANK_FIELDS})")
 
 
 def run(args, params, comm) -> int:
@@ -24,10 +29,26 @@ def run(args, params, comm) -> int:
         return 0
     from .bundle import export_model
 
+    if args.blank_fields < 4:
+        raise ParamsError(f"--blank-fields {args.blank_fields}: expected at least 4 (half set the detection threshold, "
+                          f"half measure its false-positive rate)")
     out = args.output or Path(args.workdir) / "model"
-    manifest = export_model(args.workdir, out, args.params, log=get_logger(comm))
-    cal = manifest["calibration"]
+    manifest = export_model(args.workdir, out, args.params, log=get_logger(comm), blank_fields=args.blank_fields)
+    cal, dom = manifest["calibration"], manifest["domain"]
+    det, cov = dom["detection"], dom["coverage"]
     print(f"{out}: {len(manifest['models'])} fold models; 68% interval = central ± {cal['half_width']:.3f} dex; "
           f"measured coverage on held-out images {100 * cal['coverage']:.1f}% ({cal['covered']}/{cal['n_images']}, "
           f"leave-one-fold-out)")
+    fp = [f"{d['false_positives']}/{d['n_test']} blank fields{what} (95% upper limit "
+          f"{100 * d['false_positive_rate_upper95']:.0f}%)"
+          for d, what in ((det, ""), (det.get("with_point_sources"), " with point sources")) if d]
+    print(f"cluster detection: threshold {det['threshold_sigma']:.1f} sigma; false positives {', '.join(fp)}; "
+          f"completeness {100 * det['completeness']:.1f}% of {det['n_training_images']} training images")
+    print(f"field coverage: refused below {100 * cov['refuse_below']:.0f}% of the cells (every training image: "
+          f"{100 * cov['training_min']:.0f}% or more); exposure: refused below "
+          f"{dom['exposure']['min_fraction']:.2f} of {dom['exposure']['training_ks']:g} ks")
+    acc = dom["heldout_accepted"]
+    if acc["coverage"] is not None:
+        print(f"held-out images the checks accept: {acc['images']}/{acc['of']}, interval coverage "
+              f"{100 * acc['coverage']:.1f}% (all: {100 * acc['coverage_all']:.1f}%)")
     return 0

@@ -1,0 +1,204 @@
+"""Does an image look like what the models were trained on? Pure statistics of one binned image
+``(bands, P, P)``, computed alike on the training images, on blank-sky mocks and on a user's
+observation, and the verdicts ``hpcmass predict`` gives with the thresholds that
+:mod:`hpcmass.predict.domain` measured when the model was exported.
+
+- **Field coverage**: the fraction of the field's cells (a :data:`CELLS` × :data:`CELLS` grid)
+  holding at least one event in any band. Every cell of a training mock holds tens to hundreds of
+  background counts (measured on a blank-sky mock of the approximate ACIS-I: 375 per 75" cell in
+  0.5-7 keV at 100 ks, 37 per cell of the tests' 10 ks images), so an empty cell lies outside the
+  observation's footprint (off the chips, or cut away), not in a dip of the background.
+- **Extended emission** ("is there a cluster"): the surface brightness in an annulus around the
+  centre (:func:`apertures`: 0.5'-3' of the 20' field) above the field's own outskirts (beyond 8'),
+  in units of its Poisson error. The annulus is cut into :data:`SECTORS` sectors and their median
+  excess taken, so a point source (the X-ray peak of a field without a cluster, inside the
+  annulus' hole, or a bright one elsewhere in one sector) does not count as extended emission. The
+  outskirts are the local background, so the test does not depend on the absolute background
+  level (a real observation's differs from the mocks'); its cells are 3-sigma clipped, so that point
+  sources there do not raise it (SOXS's point-source background made the unclipped mean of the
+  statistic -1.5 on blank fields). Only cells inside the footprint count, not those on its edge
+  (:func:`_inner_cells`): on blank-sky mocks centred on their X-ray peak, the partly covered edge
+  cells biased the statistic by +5 sigma on average.
+- **Perturbations** used to calibrate the verdicts on held-out images: :func:`thin` (a shorter
+  exposure: binomial thinning of counts is exactly the statistics of an observation
+  ``fraction`` times as long, background included) and :func:`cut_strip` (a field that stops
+  short of one edge).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+#: Cells per side of the grid field coverage is counted on.
+CELLS = 16
+#: Sectors of the annulus whose median excess measures extended emission.
+SECTORS = 8
+#: Annulus and background radii as fractions of the field's side (0.5', 3' and 8' of the paper's 20').
+R_IN_FIELD, R_OUT_FIELD, R_BKG_FIELD = 0.025, 0.15, 0.4
+#: The annulus' hole is at least this many pixels wide (radius), so a point source's pixels stay out of it.
+R_IN_MIN_PIXELS = 1.5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One domain check's outcome: ``ok``, ``warn`` or ``refuse``, the measured value and why."""
+
+    check: str
+    verdict: str
+    value: float | None
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cell_edges(pixels: int) -> np.ndarray:
+    return np.linspace(0, pixels, min(CELLS, pixels) + 1).round().astype(int)
+
+
+def covered_cells(image) -> np.ndarray:
+    """``(c, c)`` bool: the cells of the field holding at least one event in any band."""
+    total = np.asarray(image).sum(axis=0)
+    starts = _cell_edges(total.shape[-1])[:-1]
+    return np.add.reduceat(np.add.reduceat(total, starts, axis=0), starts, axis=1) > 0
+
+
+def field_coverage(image) -> float:
+    """The fraction of the field's cells holding at least one event (1.0 for a full field)."""
+    return float(covered_cells(image).mean())
+
+
+def _inner_cells(image) -> np.ndarray:
+    """``(c, c)`` bool: covered cells whose eight neighbours are covered too. A cell on the edge of the footprint
+    (or of the field, which a centre off the pointing takes past the detector) may be covered in part only,
+    and would bias a surface brightness low."""
+    from scipy.ndimage import binary_erosion
+
+    return binary_erosion(covered_cells(image), structure=np.ones((3, 3), bool), border_value=0)
+
+
+def _per_cell(values, pixels: int) -> np.ndarray:
+    starts = _cell_edges(pixels)[:-1]
+    return np.add.reduceat(np.add.reduceat(values, starts, axis=0), starts, axis=1)
+
+
+@dataclass(frozen=True)
+class Apertures:
+    """Radii [pixels] of the annulus (``r_in``-``r_out``) and of the background's inner edge."""
+
+    r_in: float
+    r_out: float
+    r_bkg: float
+    sectors: int = SECTORS
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def apertures(pixels: int) -> Apertures:
+    """The extended-emission test's radii for a ``pixels``-wide field."""
+    return Apertures(max(R_IN_FIELD * pixels, R_IN_MIN_PIXELS), R_OUT_FIELD * pixels, R_BKG_FIELD * pixels)
+
+
+def extended_significance(image, ap: Apertures) -> float:
+    """Median sector excess of the annulus over the outskirts, times the annulus area, over its Poisson error;
+    NaN when the annulus or the outskirts hold no inner cell (:func:`_inner_cells`). The outskirts' level is the
+    mean of their whole cells after 3-sigma clipping, so that point sources there do not raise it."""
+    from astropy.stats import sigma_clip
+
+    total = np.asarray(image, dtype=np.float64).sum(axis=0)
+    p = total.shape[-1]
+    c = np.arange(p) - (p - 1) / 2.0
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    r, theta = np.hypot(xx, yy), np.arctan2(yy, xx)
+    sizes = np.diff(_cell_edges(p))
+    inner = _inner_cells(image)
+    ann = np.repeat(np.repeat(inner, sizes, axis=0), sizes, axis=1) & (r >= ap.r_in) & (r < ap.r_out)
+    outskirts = inner & (_per_cell((r >= ap.r_bkg).astype(int), p) == np.outer(sizes, sizes))  # whole cells
+    n_ann = int(ann.sum())
+    if n_ann == 0 or not outskirts.any():
+        return math.nan
+    counts, area = _per_cell(total, p)[outskirts], np.outer(sizes, sizes)[outskirts]
+    kept = ~np.ma.getmaskarray(sigma_clip(counts / area, sigma=3.0, maxiters=None))
+    n_bkg = int(area[kept].sum())
+    # At least one count over the background area: an empty background still has an error.
+    rate = max(counts[kept].sum(), 1.0) / n_bkg
+    sector = (np.floor((theta + np.pi) / (2 * np.pi) * ap.sectors).astype(int)) % ap.sectors
+    density = [total[ann & (sector == s)].mean() for s in range(ap.sectors) if (ann & (sector == s)).any()]
+    excess = (np.median(density) - rate) * n_ann
+    # The annulus' own Poisson noise and that of the background estimate scaled to its area.
+    return float(excess / math.sqrt(rate * n_ann * (1.0 + n_ann / n_bkg)))
+
+
+def thin(images, fraction: float, rng) -> np.ndarray:
+    """Counts of an exposure ``fraction`` (<= 1) times as long: each count kept with that probability."""
+    return rng.binomial(np.asarray(images), fraction).astype(np.int32)
+
+
+def cut_strip(images, fraction: float) -> np.ndarray:
+    """Images ``(..., P, P)`` with the first ``fraction`` of their rows emptied: a field short of one edge."""
+    out = np.array(images, copy=True)
+    out[..., : round(fraction * out.shape[-2]), :] = 0
+    return out
+
+
+def exposure_verdict(exposure_s: float, domain: dict) -> tuple[Verdict, float, float]:
+    """The exposure check, the fraction of the image's counts to keep (a longer exposure is thinned to the
+    training one) and the interval's half-width [dex] (a shorter one's is wider, as calibrated)."""
+    cal, train_s = domain["exposure"], 1e3 * domain["exposure"]["training_ks"]
+    h0 = half_width_at(1.0, domain)
+    if exposure_s <= 0:
+        return Verdict("exposure", "warn", None, "no EXPOSURE in the file: not checked, not corrected"), 1.0, h0
+    f, text = exposure_s / train_s, f"{exposure_s / 1e3:.4g} ks, trained on {train_s / 1e3:.4g} ks"
+    if f > 1.0:
+        return Verdict("exposure", "ok", f, f"{text}: thinned to it (each count kept with probability "
+                                            f"{1 / f:.4f})"), 1.0 / f, h0
+    if f < cal["min_fraction"]:
+        return Verdict("exposure", "refuse", f, f"{text}: {f:.2f} of it, and the interval is calibrated down to "
+                                                f"{cal['min_fraction']:.2f}"), 1.0, h0
+    h = half_width_at(f, domain)
+    if f < 1.0:
+        text += f": interval widened to ±{h:.3f} dex (held-out images thinned alike)"
+    return Verdict("exposure", "ok", f, text), 1.0, h
+
+
+def half_width_at(fraction: float, domain: dict) -> float:
+    """The interval's half-width [dex] for an exposure ``fraction`` of the training one, interpolated between
+    the held-out calibrations at the measured fractions (the full exposure's above 1)."""
+    levels = sorted(domain["exposure"]["levels"], key=lambda lv: lv["fraction"])
+    f = [lv["fraction"] for lv in levels]
+    h = [lv["half_width"] for lv in levels]
+    return float(np.interp(min(fraction, 1.0), f, h))
+
+
+def coverage_verdict(coverage: float, domain: dict) -> Verdict:
+    cal = domain["coverage"]
+    text = f"{100 * coverage:.0f}% of the field's cells hold events"
+    if coverage < cal["refuse_below"]:
+        return Verdict("coverage", "refuse", coverage, f"{text}; below {100 * cal['refuse_below']:.0f}% the held-out "
+                                                       f"interval's coverage drops by more than "
+                                                       f"{100 * cal['max_coverage_drop']:.0f} points")
+    if coverage < cal["training_min"]:
+        return Verdict("coverage", "warn", coverage, f"{text}, less than any training image "
+                                                     f"({100 * cal['training_min']:.0f}%)")
+    return Verdict("coverage", "ok", coverage, text)
+
+
+def cluster_verdict(significance: float, domain: dict) -> Verdict:
+    threshold = domain["detection"]["threshold_sigma"]
+    if not math.isfinite(significance):
+        return Verdict("cluster", "refuse", None, "no cluster detected: the annulus or the outskirts the background is "
+                                                  "measured in hold no events")
+    text = f"extended emission at {significance:.1f} (threshold {threshold:.1f}, from blank-sky mocks)"
+    if significance < threshold:
+        return Verdict("cluster", "refuse", significance, f"no cluster detected: {text}")
+    return Verdict("cluster", "ok", significance, text)
+
+
+def worst(verdicts) -> str:
+    """The row's verdict: the worst of its checks'."""
+    order = ("ok", "warn", "refuse")
+    return max((v.verdict for v in verdicts), key=order.index, default="ok")

@@ -1,0 +1,173 @@
+"""The domain checks' thresholds, measured when a model is exported (the statistics: :mod:`hpcmass.predict.checks`).
+
+- **Is there a cluster**: :data:`BLANK_FIELDS` blank-sky mocks through the observe stage's own
+  instrument and backgrounds (:func:`hpcmass.observe.simulate.sky_field`), each binned as
+  ``hpcmass predict`` bins a file (centred on its X-ray peak). The first half sets the threshold
+  (their mean extended-emission significance + :data:`DETECTION_SIGMAS` standard deviations); the
+  second half, not used for it, gives the false-positive rate with its one-sided 95% upper limit
+  (Clopper-Pearson). The completeness is the fraction of training images (every cluster and
+  projection) above the threshold. Mocks made without point sources (the paper's) get a further
+  half as many blank fields with SOXS's point-source background, for the threshold's
+  false-positive rate on a sky like the real one.
+- **Field coverage**: the held-out images with a strip of the field emptied (:data:`STRIP_FRACTIONS`
+  of its side; the 8 views put it on every side) are predicted by their test fold's model. The
+  largest strip whose held-out interval coverage stays within :data:`MAX_COVERAGE_DROP` of the
+  unperturbed one sets the refusal threshold: the median field coverage of images cut that far
+  (never above the least coverage of a training image).
+- **Exposure**: the held-out images thinned to :data:`EXPOSURE_FRACTIONS` of the exposure (exact
+  Poisson statistics of a shorter observation) are predicted and calibrated as the full ones
+  (:func:`hpcmass.predict.calibration.calibrate`): predict widens the interval to the half-width at
+  the observation's fraction, and refuses below the smallest fraction measured.
+
+Everything random is seeded from the run's seed; the same store exports the same thresholds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..images import make_views
+from ..seeding import int_seed, rng
+from . import checks
+from .calibration import calibrate
+
+#: Blank-sky mocks made per export: half set the detection threshold, half measure its false-positive rate.
+BLANK_FIELDS = 100
+#: The detection threshold: the calibration blank fields' mean significance plus this many standard deviations.
+DETECTION_SIGMAS = 5.0
+#: Exposure fractions the interval is calibrated at (held-out images thinned).
+EXPOSURE_FRACTIONS = (0.8, 0.6, 0.4, 0.25)
+#: Widths of the emptied strip (fractions of the field's side) the coverage threshold is measured at.
+STRIP_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.5)
+#: The most the held-out interval's coverage may drop (as a fraction) for an image to be accepted.
+MAX_COVERAGE_DROP = 0.05
+
+
+def blank_sky_images(workdir, params, n: int, log=None, key: str = "blank-sky") -> np.ndarray:
+    """``(n, bands, P, P)``: blank-sky mocks of the observe stage's instrument and backgrounds (``params.observe``),
+    binned as predict bins a file; field i seeded by (run seed, ``key``, i)."""
+    from ..observe.simulate import quiet_libraries, sky_field
+    from ..observe.stage import instrument_setup
+    from .events import bin_event_file
+
+    p = params.observe
+    out = np.zeros((n, len(p.bands), p.image_pixels, p.image_pixels), dtype=np.int32)
+    with tempfile.TemporaryDirectory(prefix="hpcmass-blank-") as scratch:
+        scratch = Path(scratch)
+        setup = instrument_setup(workdir, params, scratch, log)
+        with contextlib.chdir(scratch), quiet_libraries():  # SOXS prefers same-named files in the cwd: an empty one
+            logging.getLogger("soxs").setLevel(logging.ERROR)  # not its warning, once per field, that no source was given
+            for i in range(n):
+                prng = np.random.default_rng(int_seed(params.run.seed, key, i))
+                evt = sky_field(setup, scratch / "blank_evt.fits", prng)
+                if evt is not None:  # else no event at all: an empty image
+                    out[i] = bin_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands).image
+    return out
+
+
+def heldout_predictions(models, counts, folds) -> np.ndarray:
+    """``(n, 8·axes)`` log10 M500c of each cluster's images ``counts`` ``(n, axes, bands, P, P)`` by its test
+    fold's model (``models[k]``), in the store's view order."""
+    from ..train.model import predict_log_m500c
+
+    pred = np.full((counts.shape[0], 8 * counts.shape[1]), np.nan)
+    for k, model in enumerate(models):
+        mine = folds == k
+        pred[mine] = predict_log_m500c(model, make_views(counts[mine]))
+    return pred
+
+
+def _upper_limit(k: int, n: int, level: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper limit of a rate with ``k`` events in ``n`` trials."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(level, k + 1, n - k))
+
+
+def _false_positives(sig: np.ndarray, threshold: float) -> dict:
+    false = int(np.count_nonzero(~(sig < threshold)))  # NaN (nothing measurable) counts against the test
+    return {"false_positives": false, "n_test": int(sig.size), "false_positive_rate": false / sig.size,
+            "false_positive_rate_upper95": _upper_limit(false, sig.size)}
+
+
+def _detection(blank_sig: np.ndarray, train_sig: np.ndarray, ap: checks.Apertures, point_sources: bool) -> dict:
+    calib, test = blank_sig[: blank_sig.size // 2], blank_sig[blank_sig.size // 2:]
+    threshold = float(np.nanmean(calib) + DETECTION_SIGMAS * np.nanstd(calib, ddof=1))
+    return {
+        "threshold_sigma": threshold, "apertures_pixels": ap.as_dict(), "rule": f"mean + {DETECTION_SIGMAS:g} sd of the "
+        f"calibration blank fields' significance",
+        "blank_fields": {"n_calibration": int(calib.size), "point_sources": point_sources,
+                         "mean": float(np.nanmean(calib)), "sd": float(np.nanstd(calib, ddof=1)),
+                         "max": float(np.nanmax(blank_sig))},
+        **_false_positives(test, threshold),
+        "completeness": float(np.mean(train_sig >= threshold)), "n_training_images": int(train_sig.size),
+        "training_min_sigma": float(np.nanmin(train_sig)),
+    }
+
+
+def calibrate_domain(workdir, params, counts, truth, folds, heldout, models, blank_fields: int = BLANK_FIELDS,
+                     log=None) -> dict:
+    """The ``domain`` block of model.json: thresholds and what they were measured on. ``counts`` ``(n, axes,
+    bands, P, P)`` are the store's images, ``heldout`` the (Calibration, HeldOut) of the store's held-out
+    predictions, ``models`` the fold models."""
+    p, seed = params.observe, params.run.seed
+    flat = counts.reshape(-1, *counts.shape[2:])
+    ap = checks.apertures(counts.shape[-1])
+    train_cov = np.array([checks.field_coverage(im) for im in flat])
+    train_sig = np.array([checks.extended_significance(im, ap) for im in flat])
+    if log:
+        log.info("domain checks: %d blank-sky mocks for the detection threshold%s", blank_fields,
+                 "" if p.point_sources else f", {blank_fields // 2} more with point sources")
+    blank = blank_sky_images(workdir, params, blank_fields, log)
+    detection = _detection(np.array([checks.extended_significance(im, ap) for im in blank]), train_sig, ap,
+                           p.point_sources)
+    if not p.point_sources:
+        # A real sky has point sources even where the mocks have none: the same threshold's rate on such fields.
+        with_ps = params.model_copy(update={"observe": p.model_copy(update={"point_sources": True})})
+        sig = [checks.extended_significance(im, ap)
+               for im in blank_sky_images(workdir, with_ps, blank_fields // 2, log, key="blank-sky-point-sources")]
+        detection["with_point_sources"] = _false_positives(np.array(sig), detection["threshold_sigma"])
+
+    if log:
+        log.info("domain checks: held-out predictions of thinned and cut images (%d + %d levels)",
+                 len(EXPOSURE_FRACTIONS), len(STRIP_FRACTIONS))
+    full_cal, full = heldout
+
+    def level(images) -> dict:
+        cal, held = calibrate(heldout_predictions(models, images, folds), truth, folds)
+        return {"half_width": cal.half_width, "coverage": cal.coverage, "median_delta": cal.median_delta,
+                "coverage_at_full_width": float(np.mean(np.abs(held.central - held.truth) <= full.half_width))}
+
+    exposure = [{"fraction": 1.0, "half_width": full_cal.half_width, "coverage": full_cal.coverage,
+                 "median_delta": full_cal.median_delta, "coverage_at_full_width": full_cal.coverage}]
+    exposure += [{"fraction": f, **level(checks.thin(counts, f, rng(seed, "domain", "thin", f)))}
+                 for f in EXPOSURE_FRACTIONS]
+    strips = []
+    for g in STRIP_FRACTIONS:
+        cut = checks.cut_strip(counts, g)
+        strips.append({"strip": g, "median_field_coverage": float(np.median(
+            [checks.field_coverage(im) for im in cut.reshape(-1, *cut.shape[2:])])), **level(cut)})
+    # The widest strip up to which every narrower one kept the coverage.
+    kept = None
+    for s in strips:
+        if s["coverage_at_full_width"] < full_cal.coverage - MAX_COVERAGE_DROP:
+            break
+        kept = s
+    training_min = float(train_cov.min())
+    refuse_below = training_min if kept is None else min(training_min, kept["median_field_coverage"])
+    coverage = {"cells": int(checks.covered_cells(flat[0]).shape[0]), "training_min": training_min,
+                "training_median": float(np.median(train_cov)), "refuse_below": refuse_below,
+                "max_coverage_drop": MAX_COVERAGE_DROP, "strips": strips}
+    accepted = (train_cov >= refuse_below) & (train_sig >= detection["threshold_sigma"])
+    return {
+        "detection": detection, "coverage": coverage,
+        "exposure": {"training_ks": p.exposure_ks, "min_fraction": min(EXPOSURE_FRACTIONS), "levels": exposure},
+        "heldout_accepted": {"images": int(accepted.sum()), "of": int(accepted.size),
+                             "coverage": float(full.covered[accepted].mean()) if accepted.any() else None,
+                             "coverage_all": full_cal.coverage},
+    }

@@ -1,0 +1,136 @@
+"""The domain checks' statistics (hpcmass/predict/checks.py) on images whose answer is known: a flat Poisson
+background (the null), a β-model cluster, point sources, fields cut short, thinned exposures; and the
+verdicts they give against a model's thresholds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hpcmass.predict import checks
+
+P = 128
+BACKGROUND = 5.9  # counts per pixel: the approximate ACIS-I's blank sky, 0.5-7 keV, 100 ks, 9.4" pixels (measured)
+
+
+def sky(rng, *, background=BACKGROUND, cluster_counts=0.0, core_px=6.0, point=None, bands=1):
+    """Poisson counts ``(bands, P, P)``: flat background, optionally a β = 2/3 cluster at the centre (to 10 cores)
+    and a point source ``(counts, x, y)`` (pixel offsets from the centre) in one pixel."""
+    c = np.arange(P) - (P - 1) / 2.0
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    beta = (1 + (xx ** 2 + yy ** 2) / core_px ** 2) ** -1.5
+    mu = background + cluster_counts * beta / beta.sum()
+    img = rng.poisson(np.broadcast_to(mu / bands, (bands, P, P))).astype(np.int32)
+    if point is not None:
+        n, x, y = point
+        img[0, int(round(y + (P - 1) / 2.0)), int(round(x + (P - 1) / 2.0))] += n
+    return img
+
+
+def test_field_coverage_counts_the_cells_holding_events():
+    rng = np.random.default_rng(0)
+    full = sky(rng)
+    assert checks.field_coverage(full) == 1.0 and checks.covered_cells(full).shape == (16, 16)
+    quarter = np.zeros_like(full)
+    quarter[:, 32:96, 32:96] = full[:, 32:96, 32:96]  # a 10' box of the 20' field, centred
+    assert checks.field_coverage(quarter) == 0.25
+    assert checks.field_coverage(checks.cut_strip(full, 0.25)) == 0.75  # 32 rows = 4 of 16 cell rows
+    assert checks.field_coverage(np.zeros_like(full)) == 0.0
+    # A field not a multiple of 16 pixels, and one smaller than 16: cells of unequal or single pixels.
+    assert checks.field_coverage(np.ones((2, 50, 50))) == 1.0
+    assert checks.covered_cells(np.ones((1, 8, 8))).shape == (8, 8)
+
+
+def test_extended_significance_is_a_unit_null_on_flat_sky_whatever_its_level():
+    ap = checks.apertures(P)
+    assert (ap.r_in, ap.r_out, ap.r_bkg) == pytest.approx((3.2, 19.2, 51.2))  # 0.5', 3', 8' of the 20' field
+    for background in (BACKGROUND, 0.6):  # a tenth of the mocks' background: the statistic is in sigma units
+        rng = np.random.default_rng(1)
+        s = np.array([checks.extended_significance(sky(rng, background=background), ap) for _ in range(300)])
+        # Median of 8 sector means: sd sqrt(pi/2) ~ 1.25 of the Poisson error, less the background's share.
+        assert abs(s.mean()) < 0.2 and 0.95 < s.std() < 1.4, (background, s.mean(), s.std())
+
+
+def test_extended_significance_finds_a_cluster_not_a_point_source():
+    ap = checks.apertures(P)
+    rng = np.random.default_rng(2)
+    # 3000 counts in a 1' core on 97,000 background counts: a faint group at 100 ks.
+    groups = [checks.extended_significance(sky(rng, cluster_counts=3000.0), ap) for _ in range(20)]
+    assert min(groups) > 8.0
+    # 20,000 counts in one pixel: at the centre (the X-ray peak) it is inside the annulus' hole; off the centre it
+    # falls in one of the 8 sectors, and the median ignores it.
+    for x, y in ((0.5, 0.5), (10.0, 3.0), (60.0, 60.0)):
+        s = checks.extended_significance(sky(rng, point=(20_000, x, y)), ap)
+        assert abs(s) < 4.0, (x, y, s)
+    # Several bands are summed.
+    assert checks.extended_significance(sky(rng, cluster_counts=3000.0, bands=3), ap) > 8.0
+
+
+def test_point_sources_in_the_outskirts_do_not_raise_the_background():
+    ap = checks.apertures(P)
+    rng = np.random.default_rng(6)
+    s = []
+    for _ in range(100):
+        img = sky(rng)
+        for x, y in rng.uniform(40, 63, (6, 2)) * rng.choice([-1, 1], (6, 2)):  # six in the outskirts (r > 51 px)
+            img[0, int(y + 63.5), int(x + 63.5)] += 300
+        s.append(checks.extended_significance(img, ap))
+    assert abs(np.mean(s)) < 0.3  # unclipped, their 1800 counts pull it to -3.0 (measured)
+
+
+def test_extended_significance_ignores_the_partly_covered_edge_of_the_footprint():
+    ap = checks.apertures(P)
+    rng = np.random.default_rng(3)
+    s = []
+    for _ in range(100):
+        img = sky(rng)
+        img[..., :, :3] = 0  # the field runs 3 pixels (less than a cell) past the detector's edge
+        s.append(checks.extended_significance(img, ap))
+    assert abs(np.mean(s)) < 0.3
+    assert math.isnan(checks.extended_significance(np.zeros((1, P, P)), ap))
+
+
+def test_thinning_keeps_each_count_with_the_exposure_fraction():
+    rng = np.random.default_rng(4)
+    img = sky(rng, cluster_counts=20_000.0)
+    thin = checks.thin(img, 0.4, np.random.default_rng(5))
+    assert thin.dtype == np.int32 and (thin <= img).all()
+    n = img.sum()
+    assert abs(thin.sum() - 0.4 * n) < 4 * math.sqrt(n * 0.4 * 0.6)
+    np.testing.assert_array_equal(checks.thin(img, 1.0, rng), img)
+    cut = checks.cut_strip(img[None], 0.1)
+    assert (cut[..., :13, :] == 0).all() and (cut[..., 13:, :] == img[..., 13:, :]).all()
+
+
+DOMAIN = {
+    "exposure": {"training_ks": 100.0, "min_fraction": 0.25,
+                 "levels": [{"fraction": f, "half_width": h} for f, h in ((1.0, 0.06), (0.8, 0.12), (0.25, 0.3))]},
+    "coverage": {"refuse_below": 0.8, "training_min": 0.98, "max_coverage_drop": 0.05},
+    "detection": {"threshold_sigma": 6.4},
+}
+
+
+def test_exposure_verdicts_thin_widen_or_refuse():
+    v, keep, h = checks.exposure_verdict(2e5, DOMAIN)
+    assert (v.verdict, keep, h) == ("ok", 0.5, 0.06) and "thinned to it" in v.reason
+    v, keep, h = checks.exposure_verdict(1e5, DOMAIN)
+    assert (v.verdict, keep, h) == ("ok", 1.0, 0.06) and "widened" not in v.reason
+    v, keep, h = checks.exposure_verdict(9e4, DOMAIN)
+    assert v.verdict == "ok" and h == pytest.approx(0.09) and "interval widened to ±0.090 dex" in v.reason
+    v, keep, h = checks.exposure_verdict(2e4, DOMAIN)
+    assert v.verdict == "refuse" and v.value == pytest.approx(0.2) and "calibrated down to 0.25" in v.reason
+    v, keep, h = checks.exposure_verdict(0.0, DOMAIN)
+    assert (v.verdict, v.value, keep, h) == ("warn", None, 1.0, 0.06) and "no EXPOSURE" in v.reason
+
+
+def test_coverage_and_cluster_verdicts_and_the_worst_of_them():
+    cov = [checks.coverage_verdict(c, DOMAIN) for c in (1.0, 0.9, 0.25)]
+    assert [v.verdict for v in cov] == ["ok", "warn", "refuse"]
+    assert cov[2].reason == "25% of the field's cells hold events; below 80% the held-out interval's coverage drops " \
+                            "by more than 5 points"
+    det = [checks.cluster_verdict(s, DOMAIN) for s in (30.0, 2.0, math.nan)]
+    assert [v.verdict for v in det] == ["ok", "refuse", "refuse"]
+    assert det[1].reason.startswith("no cluster detected: extended emission at 2.0 (threshold 6.4")
+    assert checks.worst(cov[:2]) == "warn" and checks.worst(cov + det) == "refuse" and checks.worst(det[:1]) == "ok"
