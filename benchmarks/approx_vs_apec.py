@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import tempfile
 from pathlib import Path
 
