@@ -395,6 +395,8 @@ def test_export_and_predict_say_what_to_run_first(trained, tmp_path):
     assert proc.returncode == 2 and f"run `hpcmass export-model --workdir {wd}`" in proc.stderr
     proc = hpcmass("export-model", "--workdir", wd, "--output", wd / "catalog", env=env)
     assert proc.returncode == 2 and "is not an exported hpcmass model" in proc.stderr
+    proc = hpcmass("export-model", "--workdir", wd, "--blank-fields", 3, env=env)
+    assert proc.returncode == 2 and "--blank-fields 3: expected at least 4" in proc.stderr
     empty = tmp_path / "empty"
     proc = hpcmass("export-model", "--workdir", empty, env=env)
     assert proc.returncode == 2 and "no store here" in proc.stderr
@@ -488,6 +490,7 @@ def test_held_out_mocks_pass_the_domain_checks_and_keep_their_coverage(trained, 
     assert all(r["checks"]["exposure"] == {"check": "exposure", "verdict": "ok", "value": 1.0,
                                            "reason": "100 ks, trained on 100 ks"} for r in rows)
     dom = json.loads((out / "model.json").read_text())["domain"]
+    assert dom["seeds"]["run_seed"] == 12345
     acc = dom["heldout_accepted"]
     assert acc["of"] == 18 and abs(acc["coverage"] - acc["coverage_all"]) <= 0.03
     det = dom["detection"]

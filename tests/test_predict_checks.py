@@ -68,28 +68,31 @@ def test_extended_significance_finds_a_cluster_not_a_point_source():
     assert checks.extended_significance(sky(rng, cluster_counts=3000.0, bands=3), ap) > 8.0
 
 
-def test_point_sources_in_the_outskirts_do_not_raise_the_background():
-    ap = checks.apertures(P)
-    rng = np.random.default_rng(6)
+def mean_null(seed: int, spoil) -> float:
+    """The mean extended-emission significance of 100 flat skies, each changed in place by ``spoil(img, rng)``."""
+    ap, rng = checks.apertures(P), np.random.default_rng(seed)
     s = []
     for _ in range(100):
         img = sky(rng)
-        for x, y in rng.uniform(40, 63, (6, 2)) * rng.choice([-1, 1], (6, 2)):  # six in the outskirts (r > 51 px)
-            img[0, int(y + 63.5), int(x + 63.5)] += 300
+        spoil(img, rng)
         s.append(checks.extended_significance(img, ap))
-    assert abs(np.mean(s)) < 0.3  # unclipped, their 1800 counts pull it to -3.0 (measured)
+    return float(np.mean(s))
+
+
+def test_point_sources_in_the_outskirts_do_not_raise_the_background():
+    def six_point_sources(img, rng):  # in the outskirts (r > 51 px), 300 counts each
+        for x, y in rng.uniform(40, 63, (6, 2)) * rng.choice([-1, 1], (6, 2)):
+            img[0, int(y + 63.5), int(x + 63.5)] += 300
+
+    assert abs(mean_null(6, six_point_sources)) < 0.3  # unclipped, their 1800 counts pull it to -3.0 (measured)
 
 
 def test_extended_significance_ignores_the_partly_covered_edge_of_the_footprint():
-    ap = checks.apertures(P)
-    rng = np.random.default_rng(3)
-    s = []
-    for _ in range(100):
-        img = sky(rng)
-        img[..., :, :3] = 0  # the field runs 3 pixels (less than a cell) past the detector's edge
-        s.append(checks.extended_significance(img, ap))
-    assert abs(np.mean(s)) < 0.3
-    assert math.isnan(checks.extended_significance(np.zeros((1, P, P)), ap))
+    def past_the_edge(img, rng):  # the field runs 3 pixels (less than a cell) past the detector's edge
+        img[..., :, :3] = 0
+
+    assert abs(mean_null(3, past_the_edge)) < 0.3
+    assert math.isnan(checks.extended_significance(np.zeros((1, P, P)), checks.apertures(P)))
 
 
 def test_thinning_keeps_each_count_with_the_exposure_fraction():

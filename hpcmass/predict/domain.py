@@ -165,6 +165,9 @@ def calibrate_domain(workdir, params, counts, truth, folds, heldout, models, bla
                 "max_coverage_drop": MAX_COVERAGE_DROP, "strips": strips}
     accepted = (train_cov >= refuse_below) & (train_sig >= detection["threshold_sigma"])
     return {
+        "seeds": {"run_seed": seed, "blank_sky": "int_seed(run_seed, 'blank-sky', i)",
+                  "blank_sky_point_sources": "int_seed(run_seed, 'blank-sky-point-sources', i)",
+                  "thinning": "rng(run_seed, 'domain', 'thin', fraction)"},
         "detection": detection, "coverage": coverage,
         "exposure": {"training_ks": p.exposure_ks, "min_fraction": min(EXPOSURE_FRACTIONS), "levels": exposure},
         "heldout_accepted": {"images": int(accepted.sum()), "of": int(accepted.size),
