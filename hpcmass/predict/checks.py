@@ -59,11 +59,16 @@ def _cell_edges(pixels: int) -> np.ndarray:
     return np.linspace(0, pixels, min(CELLS, pixels) + 1).round().astype(int)
 
 
+def _per_cell(values, pixels: int) -> np.ndarray:
+    """``(c, c)`` sums of ``(P, P)`` values over each cell."""
+    starts = _cell_edges(pixels)[:-1]
+    return np.add.reduceat(np.add.reduceat(values, starts, axis=0), starts, axis=1)
+
+
 def covered_cells(image) -> np.ndarray:
     """``(c, c)`` bool: the cells of the field holding at least one event in any band."""
     total = np.asarray(image).sum(axis=0)
-    starts = _cell_edges(total.shape[-1])[:-1]
-    return np.add.reduceat(np.add.reduceat(total, starts, axis=0), starts, axis=1) > 0
+    return _per_cell(total, total.shape[-1]) > 0
 
 
 def field_coverage(image) -> float:
@@ -78,11 +83,6 @@ def _inner_cells(image) -> np.ndarray:
     from scipy.ndimage import binary_erosion
 
     return binary_erosion(covered_cells(image), structure=np.ones((3, 3), bool), border_value=0)
-
-
-def _per_cell(values, pixels: int) -> np.ndarray:
-    starts = _cell_edges(pixels)[:-1]
-    return np.add.reduceat(np.add.reduceat(values, starts, axis=0), starts, axis=1)
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,14 @@ def extended_significance(image, ap: Apertures) -> float:
     yy, xx = np.meshgrid(c, c, indexing="ij")
     r, theta = np.hypot(xx, yy), np.arctan2(yy, xx)
     sizes = np.diff(_cell_edges(p))
+    cell_area = np.outer(sizes, sizes)
     inner = _inner_cells(image)
     ann = np.repeat(np.repeat(inner, sizes, axis=0), sizes, axis=1) & (r >= ap.r_in) & (r < ap.r_out)
-    outskirts = inner & (_per_cell((r >= ap.r_bkg).astype(int), p) == np.outer(sizes, sizes))  # whole cells
+    outskirts = inner & (_per_cell((r >= ap.r_bkg).astype(int), p) == cell_area)  # whole cells
     n_ann = int(ann.sum())
     if n_ann == 0 or not outskirts.any():
         return math.nan
-    counts, area = _per_cell(total, p)[outskirts], np.outer(sizes, sizes)[outskirts]
+    counts, area = _per_cell(total, p)[outskirts], cell_area[outskirts]
     kept = ~np.ma.getmaskarray(sigma_clip(counts / area, sigma=3.0, maxiters=None))
     n_bkg = int(area[kept].sum())
     # At least one count over the background area: an empty background still has an error.

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import make_views
+from ..images import VIEWS_PER_AXIS, make_views
 from ..seeding import int_seed, rng
 from . import checks
 from .calibration import calibrate
@@ -75,7 +75,7 @@ def heldout_predictions(models, counts, folds) -> np.ndarray:
     fold's model (``models[k]``), in the store's view order."""
     from ..train.model import predict_log_m500c
 
-    pred = np.full((counts.shape[0], 8 * counts.shape[1]), np.nan)
+    pred = np.full((counts.shape[0], VIEWS_PER_AXIS * counts.shape[1]), np.nan)
     for k, model in enumerate(models):
         mine = folds == k
         pred[mine] = predict_log_m500c(model, make_views(counts[mine]))
