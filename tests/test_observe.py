@@ -208,6 +208,52 @@ def test_approximate_response_and_background(xray_data):
     assert band_background_counts(xray_data, p.observe) / 1e3 / 400 == pytest.approx(2.39e-3, rel=0.01)
 
 
+# --- the detector and the pointing -----------------------------------------------------------------
+
+
+def test_pointing_draws_only_for_the_options_that_are_on():
+    prng = np.random.default_rng(1)
+    state = prng.bit_generator.state
+    assert simulate.pointing(prng, load_params(None).observe) == (0.0, None)
+    assert prng.bit_generator.state == state  # the paper's mocks: SOXS's random stream untouched
+    p = load_params(None, ["observe.random_roll=true", "observe.pointing_offset_arcmin=2"]).observe
+    draws = [simulate.pointing(prng, p) for _ in range(4000)]
+    roll = np.array([d[0] for d in draws])
+    r = np.hypot(*np.array([d[1] for d in draws]).T) / 120.0  # arcsec / (2')
+    assert 0.0 <= roll.min() and roll.max() < 360.0 and roll.mean() == pytest.approx(180.0, abs=5.0)  # 3 sigma
+    # uniform in the disk: (r / R)^2 is uniform in [0, 1)
+    assert r.max() <= 1.0 and np.mean(r**2) == pytest.approx(0.5, abs=0.015)
+
+
+def blank_field(data, tmp_path, *overrides) -> tuple[np.ndarray, dict]:
+    """A blank-sky mock through simple_acisi (ci.yaml, 100 ks) and SOXS's instrument specification."""
+    import contextlib
+
+    p = load_params(ROOT / "params/ci.yaml", ["observe.exposure_ks=100", *overrides]).observe
+    setup = simulate.Setup(p, data, xray.register_instrument(p, data), np.nan, 0)
+    with contextlib.chdir(tmp_path), simulate.quiet_libraries():
+        evt = simulate.sky_field(setup, tmp_path / "blank_evt.fits", np.random.default_rng(5))
+    return imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels)[0], \
+        xray.instrument_spec(p, data)
+
+
+def test_acisi_chips_take_soxs_layout_and_the_background_falls_on_them_only(xray_data, tmp_path):
+    square, _ = blank_field(xray_data, tmp_path)
+    chips, spec = blank_field(xray_data, tmp_path, "observe.chips=acisi")
+    assert [c[3:] for c in spec["chips"]] == [[1024, 1024]] * 4 and spec["aimpt_coords"] == [86.0, 57.0]
+    plate_arcsec = spec["fov"] * 60.0 / spec["num_pixels"]
+    assert plate_arcsec == pytest.approx(0.492, abs=1e-3)  # ACIS's pixel
+    # The four 8.4' chips (all inside the 20' field at roll 0): 70.5% of it; Poisson noise ~0.5%.
+    chip_area = 4 * (1024 * plate_arcsec) ** 2 / (20 * 60.0) ** 2
+    assert chips.sum() / square.sum() == pytest.approx(chip_area, rel=0.02)
+    assert square.min() > 0 and (chips == 0).mean() > 0.2  # the field's edges get no events
+    # The 11" gaps (no dither) empty ~30% of the 37.5" pixels they cross: one row and one column dip.
+    rows, cols = np.flatnonzero(chips.any(axis=1)), np.flatnonzero(chips.any(axis=0))
+    inner = chips[rows[1]:rows[-1], cols[1]:cols[-1]]  # the array less its partly covered edge pixels
+    for sums in (inner.sum(axis=0), inner.sum(axis=1)):
+        assert np.sort(sums)[0] < 0.85 * np.median(sums) < np.sort(sums)[1]
+
+
 # --- one cluster through pyXSIM and SOXS ---------------------------------------------------------
 
 
@@ -284,3 +330,4 @@ def test_same_seed_same_images_and_nothing_left_in_scratch(xray_data, cutouts, t
     c, _ = observe(xray_data, tmp_path, cutouts / "relaxed.hdf5", "observe.axes=[z]", "run.seed=7")
     assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
     assert list((tmp_path / "scratch").iterdir()) == []
+

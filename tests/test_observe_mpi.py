@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -75,6 +76,31 @@ def test_images_identical_at_any_rank_count(serial_run, catalog_workdir, tmp_pat
         assert (f["observe/n_photons"][...] > 0).all() and (f["observe/seconds"][...] > 0).all()
     status = hpcmass("status", "--workdir", wd, env=base_env(tmp_path))
     assert "observe" in status.stdout and "3/3" in status.stdout.split("observe")[1].splitlines()[0]
+
+
+REALISTIC = ["--set", "observe.chips=acisi", "--set", "observe.dither=true", "--set", "observe.random_roll=true",
+             "--set", "observe.pointing_offset_arcmin=1", "--set", "observe.point_sources=true"]
+
+
+@pytest.mark.mpi
+def test_realistic_mocks_are_seeded_per_view_identical_at_any_rank_count(serial_run, catalog_workdir, tmp_path):
+    runs = []
+    for ranks in (1, 2):
+        wd = copy_of(catalog_workdir, tmp_path / f"wd{ranks}")
+        proc = mpirun(ranks, "-m", "hpcmass", "observe", *ARGS, *REALISTIC, "--workdir", wd, env=base_env(tmp_path))
+        assert proc.returncode == 0, proc.stderr
+        runs.append(images(wd))
+    assert np.array_equal(*runs)
+    with h5py.File(wd / "store.h5", "r") as f:
+        attrs = f["observe"].attrs
+        assert (attrs["random_roll"], attrs["pointing_offset_arcmin"], attrs["point_sources"]) == (True, 1.0, True)
+        spec = json.loads(attrs["instrument"])
+        assert len(spec["chips"]) == 4 and spec["dither"] is True
+    # Every view leaves corners of the 20' field off the chips, each at its own roll: no two footprints alike.
+    footprints = (runs[0][:, :, 0] > 0).reshape(9, -1)
+    assert (~footprints).sum(axis=1).min() > 0.15 * 32 * 32
+    assert len({f.tobytes() for f in footprints}) == 9
+    assert (images(serial_run)[:, :, 0] == 0).mean() < 0.01  # the paper's square chip fills the field
 
 
 def _descendants(pid: int) -> list[int]:

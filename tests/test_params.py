@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpcmass.errors import ParamsError
-from hpcmass.params import STAGES, load_params
+from hpcmass.params import LATER_KEYS, STAGES, load_params
 from conftest import ROOT, hpcmass
 
 PARAM_FILES = sorted((ROOT / "params").glob("*.yaml"))
@@ -50,14 +50,17 @@ def test_energy_bands_are_contiguous_and_cover_the_broad_band():
     assert p.stage_hash("observe") != default.stage_hash("observe")  # a store of other bands is refused
 
 
-def test_keys_added_later_leave_older_stores_hashes_alone_at_their_default():
-    default, axis = load_params(None), load_params(None, ["observe.instrument=axis"])
-    assert "instrument" not in default.stage_identity("observe")["observe"]  # as before the key existed
+@pytest.mark.parametrize("key, value", [("instrument", "axis"), ("chips", "acisi"), ("random_roll", True),
+                                        ("pointing_offset_arcmin", 1.5)])
+def test_keys_added_later_leave_older_stores_hashes_alone_at_their_default(key, value):
+    default, other = load_params(None), load_params(None, [f"observe.{key}={value}"])
+    later = {k for section, k in LATER_KEYS if section == "observe"}
+    assert key in later and not later & set(default.stage_identity("observe")["observe"])  # as before they existed
     assert default.stage_identity("observe")["observe"] == {
-        k: v for k, v in default.observe.model_dump(mode="json").items() if k != "instrument"}
-    assert axis.stage_identity("observe")["observe"]["instrument"] == "axis"
-    assert axis.stage_hash("observe") != default.stage_hash("observe")
-    assert axis.stage_hash("catalog") == default.stage_hash("catalog")
+        k: v for k, v in default.observe.model_dump(mode="json").items() if k not in later}
+    assert other.stage_identity("observe")["observe"][key] == value
+    assert other.stage_hash("observe") != default.stage_hash("observe")
+    assert other.stage_hash("catalog") == default.stage_hash("catalog")
 
 
 def test_stage_hash_depends_on_upstream_sections_only():
@@ -90,6 +93,11 @@ def test_stage_hash_depends_on_upstream_sections_only():
         ("observe:\n  instrument: axis\n  psf_fwhm_arcsec: 1.0\n", [],
          ["observe.psf_fwhm_arcsec = 1.0", "it describes the simple_acisi instrument, and observe.instrument=axis "
                                            "brings its own from SOXS's registry"]),
+        ("observe:\n  instrument: axis\n  chips: acisi\n", [],
+         ["observe.chips", "it describes the simple_acisi instrument"]),
+        ("observe:\n  chips: acisi\n  detector_pixel_arcsec: 1.0\n", [],
+         ["observe.detector_pixel_arcsec = 1.0", "observe.chips=acisi brings its own pixels"]),
+        ("observe:\n  pointing_offset_arcmin: -1\n", [], ["observe.pointing_offset_arcmin", ">= 0"]),
     ],
 )
 def test_bad_params_give_one_line_and_exit_2(tmp_path, env, yaml_text, overrides, expected):

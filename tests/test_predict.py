@@ -252,13 +252,24 @@ def test_warnings_name_what_differs_from_the_training_mocks():
 
     from hpcmass.predict.cli import warnings_for
 
-    bundle = SimpleNamespace(image={"exposure_ks": 100.0, "redshift": 0.05},
-                             manifest={"training_set": {"log_m500c_range": [13.6, 15.0]}})
+    mock = "hpcmass_acisi_soxs_0123456789"
+
+    def bundle(chips: int, point_sources: bool):
+        return SimpleNamespace(image={"exposure_ks": 100.0, "redshift": 0.05, "point_sources": point_sources},
+                               instrument={"name": "simple_acisi", "chips": chips},
+                               manifest={"training_set": {"log_m500c_range": [13.6, 15.0]},
+                                         "provenance": {"observe": {"instrument": {"name": mock}}}})
+
+    paper = bundle(1, False)
     row = {"log_m500c": 14.2, "fold_spread_dex": 0.02, "half_width_dex": 0.06}
-    assert warnings_for(row, bundle, 0.05) == []
-    text = " | ".join(warnings_for({**row, "log_m500c": 15.3, "fold_spread_dex": 0.1}, bundle, 0.2))
+    assert warnings_for(row, paper, 0.05, mock) == []
+    text = " | ".join(warnings_for({**row, "log_m500c": 15.3, "fold_spread_dex": 0.1}, paper, 0.2, mock))
     assert "redshift 0.2, trained at 0.05" in text
     assert "outside the training range 13.60-15.00" in text and "fold models disagree by 0.100 dex" in text
+    # A real ACIS file has chip gaps and point sources the paper's mocks lack; realistic mocks have both.
+    real = warnings_for(row, paper, 0.05, "ACIS")
+    assert len(real) == 2 and "observe.chips=none" in real[0] and "observe.point_sources=false" in real[1]
+    assert warnings_for(row, bundle(4, True), 0.05, "ACIS") == []
 
 
 def test_predict_without_files_or_model_says_what_it_needs(env):

@@ -145,16 +145,28 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
     return Observation(np.stack(images), int(n_photons), seconds, kept)
 
 
+def pointing(prng: np.random.Generator, observe: ObserveParams) -> tuple[float, np.ndarray | None]:
+    """One observation's roll angle [deg] and the sky centre's shift from the aimpoint [arcsec] (None: on
+    it), drawn from ``prng`` only for the options that are on, so the paper's mocks draw nothing."""
+    roll = float(prng.uniform(0.0, 360.0)) if observe.random_roll else 0.0
+    if not observe.pointing_offset_arcmin:
+        return roll, None
+    r, phi = 60.0 * observe.pointing_offset_arcmin * np.sqrt(prng.uniform()), prng.uniform(0.0, 2.0 * np.pi)
+    return roll, np.array([r * np.cos(phi), r * np.sin(phi)])
+
+
 def sky_field(setup: Setup, path: Path, prng, source: str | None = None) -> Path | None:
     """A mock observation through ``setup``'s instrument with its backgrounds (particle, foreground, point
-    sources as ``observe`` says) and the SIMPUT catalogue ``source`` (None: blank sky), written to ``path``
-    in the working directory's SOXS context; None when not one event was detected (SOXS then writes no file)."""
+    sources as ``observe`` says), pointed as :func:`pointing` draws, and the SIMPUT catalogue ``source``
+    (None: blank sky), written to ``path`` in the working directory's SOXS context; None when not one
+    event was detected (SOXS then writes no file)."""
     import soxs
 
     p = setup.observe
+    roll, shift = pointing(prng, p)
     soxs.instrument_simulator(source, str(path), (p.exposure_ks, "ks"), setup.instrument, SKY_CENTER_DEG,
                               overwrite=True, instr_bkgnd=p.particle_background, foreground=setup.data.foreground,
-                              ptsrc_bkgnd=p.point_sources, prng=prng)
+                              ptsrc_bkgnd=p.point_sources, roll_angle=roll, aimpt_shift=shift, prng=prng)
     return path if path.exists() else None
 
 

@@ -113,6 +113,9 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
             * geometry.kpc_per_arcsec(p.redshift, *cat.cosmology),
             "photon_area_cm2": setup.photon_area_cm2,
             "foreground": data.foreground,
+            "point_sources": p.point_sources,
+            "random_roll": p.random_roll,
+            "pointing_offset_arcmin": p.pointing_offset_arcmin,
             "seconds_parts": ",".join(_PARTS),
         }
         events_dir = out_dir / "events" if p.keep_events else None

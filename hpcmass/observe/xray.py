@@ -12,7 +12,8 @@ Two data modes, recorded in every output:
 ``observe.data: auto`` takes ``soxs`` when the files are staged, ``approximate`` otherwise.
 
 Two kinds of instrument (``observe.instrument``): ``simple_acisi``, the paper's simplified ACIS-I
-(square field without chip gaps, Gaussian PSF) with the data mode's ACIS-I response, or an imager
+(square field without chip gaps, Gaussian PSF; or ACIS-I's chips and gaps, ``observe.chips``) with
+the data mode's ACIS-I response, or an imager
 of SOXS's registry (ACIS-I with its chips and PSF, AXIS, Lynx, Athena WFI, XRISM Xtend, ...), whose
 response, background and PSF files must be staged whichever the data mode.
 
@@ -44,6 +45,9 @@ SOXS_ARF = f"acisi_aimpt_cy{SOXS_CYCLE}.arf"
 SOXS_RMF = f"acisi_aimpt_cy{SOXS_CYCLE}.rmf"
 SOXS_BKGND = f"chandra_acisi_cy{SOXS_CYCLE}_particle_bkgnd.pha"
 TBABS_TABLE = "tbabs_table.h5"
+#: SOXS's registry instrument whose chips, gaps and aimpoint ``observe.chips: acisi`` takes (the
+#: layout only; the response stays the data mode's, so no file needs staging).
+ACISI_GEOMETRY = f"chandra_acisi_cy{SOXS_CYCLE}"
 #: SOXS's default sky position for examples; where the pointing sits does not matter here.
 SKY_CENTER_DEG = (30.0, 45.0)
 _FOCAL_LENGTH_M = 10.0  # Chandra HRMA
@@ -194,20 +198,28 @@ def resolve_data(observe, approx_dir: Path, config_home: Path) -> XrayData:
                     soxs_instrument=spec)
 
 
+def detector_geometry(observe) -> dict:
+    """simple_acisi's detector: one square chip filling the image field (the paper), or ACIS-I's four
+    chips, gaps and aimpoint as SOXS's registry lays them out (``observe.chips``)."""
+    if observe.chips == "acisi":
+        import soxs
+
+        acisi = soxs.instrument_registry[ACISI_GEOMETRY]
+        return json.loads(json.dumps({k: acisi[k] for k in ("fov", "num_pixels", "aimpt_coords", "chips")}))
+    n = round(observe.fov_arcmin * 60.0 / observe.detector_pixel_arcsec)
+    return {"fov": observe.fov_arcmin, "num_pixels": n, "aimpt_coords": [0.0, 0.0], "chips": [["Box", 0, 0, n, n]]}
+
+
 def instrument_spec(observe, data: XrayData) -> dict:
-    """The SOXS instrument: the registry's, or the simple ACIS-I -- a square field without chip gaps,
-    Gaussian PSF."""
+    """The SOXS instrument: the registry's, or the simple ACIS-I -- the detector of
+    :func:`detector_geometry`, Gaussian PSF."""
     if data.soxs_instrument is not None:
         return data.soxs_instrument
-    n = round(observe.fov_arcmin * 60.0 / observe.detector_pixel_arcsec)
     spec = {
         "arf": data.arf,
         "rmf": data.rmf,
         "bkgnd": [data.bkgnd, 1.0] if observe.particle_background else None,
-        "fov": observe.fov_arcmin,
-        "num_pixels": n,
-        "aimpt_coords": [0.0, 0.0],
-        "chips": [["Box", 0, 0, n, n]],
+        **detector_geometry(observe),
         "focal_length": _FOCAL_LENGTH_M,
         "dither": observe.dither,
         "psf": ["gaussian", observe.psf_fwhm_arcsec],

@@ -95,6 +95,7 @@ def export_model(workdir, out, params_file: str | None = None, log=None, blank_f
                 "redshift": p.redshift, "exposure_ks": p.exposure_ks, "projections": list(p.axes),
                 "nh_1e22": p.nh_1e22, "absorb_model": p.absorb_model,
                 "particle_background": p.particle_background, "point_sources": p.point_sources,
+                "random_roll": p.random_roll, "pointing_offset_arcmin": p.pointing_offset_arcmin,
             },
             "instrument": _instrument(workdir, p.instrument, obs),
             "input_scaling": {"method": params.dataset.scaling,

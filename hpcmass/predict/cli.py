@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import InputError, ParamsError
 from ..images import bands_label
 from ..mpi import get_logger
+from ..params import SIMPLE_ACISI
 from . import checks
 
 HELP = "predict log10 M500c, with a calibrated interval, of clusters in X-ray event files (an exported model)"
@@ -69,10 +70,25 @@ def parse_center(text: str | None) -> tuple[float, float] | None:
     return ra, dec
 
 
-def warnings_for(row: dict, bundle, redshift: float | None) -> list[str]:
+def unmodelled(instrume: str, bundle) -> list[str]:
+    """What a real observation (INSTRUME not the models' SOXS mock instrument) has that the training mocks lacked.
+    Models exported before these options existed were trained without them."""
+    if instrume.upper() == bundle.manifest["provenance"]["observe"]["instrument"].get("name", "").upper():
+        return []
+    out = []
+    if bundle.instrument["name"] == SIMPLE_ACISI and bundle.instrument["chips"] == 1:
+        out.append("the models were trained on one square chip filling the field (observe.chips=none): this "
+                   "observation's chip gaps and off-chip corners read as missing emission; not corrected")
+    if not bundle.image["point_sources"]:
+        out.append("the models were trained without point sources (observe.point_sources=false): those in the field "
+                   "add to the cluster's counts; not masked")
+    return out
+
+
+def warnings_for(row: dict, bundle, redshift: float | None, instrume: str) -> list[str]:
     """Where a predicted observation differs from what the models were trained on, beyond the domain checks."""
     img, train = bundle.image, bundle.manifest["training_set"]
-    out = []
+    out = unmodelled(instrume, bundle)
     if redshift is not None and not math.isclose(redshift, img["redshift"], rel_tol=0.02):
         out.append(f"redshift {redshift:g}, trained at {img['redshift']:g}: angular size and flux differ; "
                    f"not corrected")
@@ -106,8 +122,7 @@ def predict_files(paths, bundle, center_radec=None, redshift: float | None = Non
     from .events import bin_event_file, check_instrument
 
     img = bundle.image
-    for p in paths:
-        check_instrument(p, bundle.instrument)
+    instrume = [check_instrument(p, bundle.instrument) for p in paths]
     rows, images = [], []
     for path in paths:
         b = bin_event_file(path, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], bands=img["bands_kev"],
@@ -127,7 +142,7 @@ def predict_files(paths, bundle, center_radec=None, redshift: float | None = Non
             iv = interval(p, row["half_width_dex"])
             row.update(log_m500c=iv.central, lower=iv.lower, upper=iv.upper, m500c_msun=10 ** iv.central,
                        view_spread_dex=iv.view_spread, fold_spread_dex=iv.fold_spread, per_fold_log_m500c=iv.per_fold)
-            row["warnings"] = warnings_for(row, bundle, redshift)
+            row["warnings"] = warnings_for(row, bundle, redshift, instrume[i])
     return rows
 
 

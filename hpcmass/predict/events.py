@@ -115,9 +115,9 @@ def _events_from_radec(path: Path, header) -> imaging.Events:
                           exposure_s=float(header.get("EXPOSURE", 0.0)))
 
 
-def check_instrument(path: str | Path, instrument: dict) -> None:
-    """Refuse a file whose TELESCOP/INSTRUME do not name the instrument the models were trained on
-    (``instrument``: the model directory's, with the names a real observation and a SOXS mock write)."""
+def check_instrument(path: str | Path, instrument: dict) -> str:
+    """The file's INSTRUME; refuses a file whose TELESCOP/INSTRUME do not name the instrument the models were
+    trained on (``instrument``: the model directory's, with the names a real observation and a SOXS mock write)."""
     _, h = _columns(Path(path))
     telescope, instrume = (str(h.get(k, "")).strip() for k in ("TELESCOP", "INSTRUME"))
     if (telescope.upper() != instrument["telescope"].upper()
@@ -126,6 +126,7 @@ def check_instrument(path: str | Path, instrument: dict) -> None:
                          f"trained on {instrument['telescope']}/{' or '.join(instrument['instrume'])} "
                          f"(observe.instrument={instrument['name']}): give an observation with that instrument, or "
                          f"a model trained for this one")
+    return instrume
 
 
 def check_pixel_scale(events: imaging.Events, image_pixel_arcsec: float, path) -> None:

@@ -202,7 +202,8 @@ def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]
     notes = {"arf": resp.arf.name, "background_file": resp.bkgnd.name if resp.bkgnd else None,
              "background_rate_arcmin2": rate, "foreground": resp.foreground, "redshift": z,
              "luminosity_distance_cm": d_l, "exposure_s": exposure_s, "band_kev": [emin, emax],
-             "ecf_kt_kev": ECF_KT_KEV, "non_positive": int((lx[..., 0] <= 0).sum())}
+             "ecf_kt_kev": ECF_KT_KEV, "non_positive": int((lx[..., 0] <= 0).sum()),
+             "chips": len(json.loads(obs["instrument"])["chips"]), "point_sources": bool(obs.get("point_sources", False))}
     return LxResult(variants, net, covered, extra, lx, pred, slopes, iterations, bkg, ecf), notes
 
 
