@@ -158,6 +158,13 @@ class ObserveParams(Section):
     keep_events: bool = False
 
     @property
+    def full_field(self) -> bool:
+        """The detector sees the whole image field for the whole exposure (the paper's mocks); otherwise the
+        observe stage stores each view's exposure map."""
+        return (self.instrument == SIMPLE_ACISI and self.chips == "none" and not self.dither and not self.random_roll
+                and not self.pointing_offset_arcmin)
+
+    @property
     def emin_kev(self) -> float:
         """Lower edge of the broad band the bands cover [keV]."""
         return self.bands[0][0]
@@ -181,12 +188,14 @@ class ObserveParams(Section):
         if not self.spectrum_emin_kev <= self.emin_kev or not self.emax_kev <= self.spectrum_emax_kev:
             raise _FieldError(("spectrum_emin_kev",), self.spectrum_emin_kev,
                               f"a photon energy range covering the image band {self.emin_kev}-{self.emax_kev} keV")
-        own = sorted({"detector_pixel_arcsec", "psf_fwhm_arcsec", "dither", "chips"} & self.model_fields_set)
+        # Refused only away from their defaults, which a resolved params file writes out and must read back.
+        changed = {k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default}
+        own = sorted({"detector_pixel_arcsec", "psf_fwhm_arcsec", "dither", "chips"} & changed)
         if self.instrument != SIMPLE_ACISI and own:
             raise _FieldError((own[0],), getattr(self, own[0]),
                               f"the key left out: it describes the simple_acisi instrument, and observe.instrument="
                               f"{self.instrument} brings its own from SOXS's registry")
-        if self.chips != "none" and "detector_pixel_arcsec" in self.model_fields_set:
+        if self.chips != "none" and "detector_pixel_arcsec" in changed:
             raise _FieldError(("detector_pixel_arcsec",), self.detector_pixel_arcsec,
                               f"the key left out: observe.chips={self.chips} brings its own pixels")
         pixels = self.fov_arcmin * 60.0 / self.detector_pixel_arcsec

@@ -225,21 +225,23 @@ def test_pointing_draws_only_for_the_options_that_are_on():
     assert r.max() <= 1.0 and np.mean(r**2) == pytest.approx(0.5, abs=0.015)
 
 
-def blank_field(data, tmp_path, *overrides) -> tuple[np.ndarray, dict]:
-    """A blank-sky mock through simple_acisi (ci.yaml, 100 ks) and SOXS's instrument specification."""
+def blank_field(data, tmp_path, *overrides):
+    """A blank-sky mock through simple_acisi (ci.yaml, 100 ks): its image, SOXS's instrument specification, the
+    image's exposure fraction (None for the paper's full field) and the params."""
     import contextlib
 
     p = load_params(ROOT / "params/ci.yaml", ["observe.exposure_ks=100", *overrides]).observe
     setup = simulate.Setup(p, data, xray.register_instrument(p, data), np.nan, 0)
     with contextlib.chdir(tmp_path), simulate.quiet_libraries():
         evt = simulate.sky_field(setup, tmp_path / "blank_evt.fits", np.random.default_rng(5))
-    return imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels)[0], \
-        xray.instrument_spec(p, data)
+        exposure = None if p.full_field else simulate.exposure_image(evt, p, data.arf)
+    image = imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels)[0]
+    return image, xray.instrument_spec(p, data), exposure, p
 
 
 def test_acisi_chips_take_soxs_layout_and_the_background_falls_on_them_only(xray_data, tmp_path):
-    square, _ = blank_field(xray_data, tmp_path)
-    chips, spec = blank_field(xray_data, tmp_path, "observe.chips=acisi")
+    square, *_ = blank_field(xray_data, tmp_path)
+    chips, spec, _, _ = blank_field(xray_data, tmp_path, "observe.chips=acisi")
     assert [c[3:] for c in spec["chips"]] == [[1024, 1024]] * 4 and spec["aimpt_coords"] == [86.0, 57.0]
     plate_arcsec = spec["fov"] * 60.0 / spec["num_pixels"]
     assert plate_arcsec == pytest.approx(0.492, abs=1e-3)  # ACIS's pixel
@@ -252,6 +254,21 @@ def test_acisi_chips_take_soxs_layout_and_the_background_falls_on_them_only(xray
     inner = chips[rows[1]:rows[-1], cols[1]:cols[-1]]  # the array less its partly covered edge pixels
     for sums in (inner.sum(axis=0), inner.sum(axis=1)):
         assert np.sort(sums)[0] < 0.85 * np.median(sums) < np.sort(sums)[1]
+
+
+@pytest.mark.parametrize("overrides", [["observe.chips=acisi", "observe.dither=true", "observe.random_roll=true",
+                                        "observe.pointing_offset_arcmin=2"], ["observe.pointing_offset_arcmin=2"]])
+def test_the_exposure_map_says_where_the_background_fell(xray_data, tmp_path, overrides):
+    image, _, exposure, p = blank_field(xray_data, tmp_path, *overrides)
+    assert exposure.shape == image.shape and exposure.dtype == np.float32
+    # off the chips 0, on them 1 (FFT ringing of a few % by the gaps' edges)
+    assert exposure.min() == 0.0 and exposure.max() < 1.1 and (np.abs(exposure - 1) < 1e-3).mean() > 0.5
+    per_pixel = band_background_counts(xray_data, p) / p.image_pixels**2  # ~93 counts where fully exposed
+    # the flat background, pixel by pixel, in proportion to the time each pixel was on a chip
+    assert image.sum() == pytest.approx(per_pixel * exposure.sum(), rel=0.02)
+    assert image[exposure == 0].sum() < 1e-3 * image.sum()
+    pull = (image - per_pixel * exposure) / np.sqrt(per_pixel * exposure + 1.0)
+    assert np.sqrt(np.mean(pull**2)) < 1.3
 
 
 # --- one cluster through pyXSIM and SOXS ---------------------------------------------------------

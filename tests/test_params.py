@@ -63,6 +63,14 @@ def test_keys_added_later_leave_older_stores_hashes_alone_at_their_default(key, 
     assert other.stage_hash("catalog") == default.stage_hash("catalog")
 
 
+@pytest.mark.parametrize("overrides", [["observe.instrument=axis"], ["observe.chips=acisi", "observe.dither=true"]])
+def test_resolved_params_read_back_beside_another_detector(tmp_path, overrides):
+    # A resolved file writes every key, the other instrument's unused ones at their defaults too.
+    p = load_params(None, overrides)
+    (tmp_path / "resolved.yaml").write_text(p.to_yaml())
+    assert load_params(tmp_path / "resolved.yaml").model_dump() == p.model_dump()
+
+
 def test_stage_hash_depends_on_upstream_sections_only():
     a = load_params(None)
     b = load_params(None, ["train.batch_size=64"])

@@ -17,6 +17,10 @@ from pathlib import Path
 import numpy as np
 
 
+#: Exposure-map values below this fraction of a full exposure are the FFT's round-off, not exposure.
+ROUNDOFF = 1e-6
+
+
 @dataclass(frozen=True)
 class Events:
     """The columns and sky-pixel geometry of an X-ray event list."""
@@ -91,6 +95,25 @@ def image_from_events(events: Events, *, fov_arcmin: float, pixels: int, bands,
     center = events.crpix if center_radec is None else events.sky_to_pixel(*center_radec)
     return bin_image(events.x, events.y, events.energy_kev, center=center, pixel_deg=events.pixel_deg,
                      fov_arcmin=fov_arcmin, pixels=pixels, bands=bands)
+
+
+def exposure_fraction(expmap: np.ndarray, full: float, crpix: tuple[float, float], pixel_deg: float, *,
+                      fov_arcmin: float, pixels: int, oversample: int = 4) -> np.ndarray:
+    """(pixels, pixels) fraction of the exposure each image pixel was on the detector: the mean of an exposure map
+    (an image in the sky pixels' orientation, ``pixel_deg`` square, tangent point at FITS pixel ``crpix``) over
+    ``oversample``² points of the pixel, nearest map pixel each, over ``full``, the map of a pixel on a chip
+    all along (SOXS's normalised map: the effective area). The image is the field centred on the tangent
+    point, as the observe stage bins its mocks."""
+    step = fov_arcmin / 60.0 / pixels / oversample
+    offset = (np.arange(pixels * oversample) + 0.5) * step - fov_arcmin / 120.0  # [deg] from the tangent point
+    ix, iy = (np.rint(c - 1.0 + offset / pixel_deg).astype(np.int64) for c in crpix)
+    inside_x, inside_y = (ix >= 0) & (ix < expmap.shape[1]), (iy >= 0) & (iy < expmap.shape[0])
+    samples = np.zeros((iy.size, ix.size))
+    samples[np.ix_(inside_y, inside_x)] = expmap[np.ix_(iy[inside_y], ix[inside_x])]
+    # SOXS convolves the aspect histogram by FFT: round-off (~1e-12) off the chips, a few % of ringing at the
+    # gaps' edges (it keeps the integral, so it is left in).
+    samples[samples < ROUNDOFF * full] = 0.0
+    return (samples.reshape(pixels, oversample, pixels, oversample).mean(axis=(1, 3)) / full).astype(np.float32)
 
 
 def image_from_event_file(path: str | Path, *, fov_arcmin: float = 20.0, pixels: int = 128,

@@ -24,6 +24,10 @@ from . import imaging
 from .xray import SKY_CENTER_DEG, XrayData
 
 
+#: Sky pixels per exposure-map pixel: 16 x 0.492" = 7.9" for ACIS-I (1 s a view; 4 takes 4 s, 1 100 s).
+EXPOSURE_REBLOCK = 16
+
+
 @dataclass(frozen=True)
 class Setup:
     """What every cluster's observation shares (identical on every rank)."""
@@ -41,6 +45,7 @@ class Observation:
     n_photons: int
     seconds: dict[str, float] = field(default_factory=dict)  # load, photons, projection, instrument
     event_files: list[Path] = field(default_factory=list)
+    exposure: np.ndarray | None = None  # (n_axes, pixels, pixels) float32, unless observe.full_field
 
 
 def _hot_gas_filter(kt_min_kev: float) -> str:
@@ -121,7 +126,7 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
     gc.collect()
     seconds["photons"] = time.perf_counter() - t0
     seconds["projection"] = seconds["instrument"] = 0.0
-    images, kept = [], []
+    images, kept, exposure = [], [], []
     for axis in p.axes:
         # One generator per (cluster, axis), used in turn by projection and instrument.
         prng = np.random.default_rng(int_seed(setup.seed, "observe", cluster_id, axis))
@@ -134,6 +139,9 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
         seconds["projection"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         evt = sky_field(setup, work / f"evt_{axis}.fits", prng, source)
+        if not p.full_field:  # no event at all (no background either): nothing says where the detector was
+            exposure.append(exposure_image(evt, p, setup.data.arf) if evt is not None
+                            else np.full((p.image_pixels, p.image_pixels), np.nan, dtype=np.float32))
         if evt is not None:
             images.append(imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels,
                                                         bands=p.bands))
@@ -142,7 +150,7 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
         else:
             images.append(np.zeros((len(p.bands), p.image_pixels, p.image_pixels), dtype=np.int32))
         seconds["instrument"] += time.perf_counter() - t0
-    return Observation(np.stack(images), int(n_photons), seconds, kept)
+    return Observation(np.stack(images), int(n_photons), seconds, kept, np.stack(exposure) if exposure else None)
 
 
 def pointing(prng: np.random.Generator, observe: ObserveParams) -> tuple[float, np.ndarray | None]:
@@ -168,6 +176,24 @@ def sky_field(setup: Setup, path: Path, prng, source: str | None = None) -> Path
                               overwrite=True, instr_bkgnd=p.particle_background, foreground=setup.data.foreground,
                               ptsrc_bkgnd=p.point_sources, roll_angle=roll, aimpt_shift=shift, prng=prng)
     return path if path.exists() else None
+
+
+def exposure_image(evt: Path, observe: ObserveParams, arf: str) -> np.ndarray:
+    """The fraction of the exposure each image pixel of the mock ``evt`` was on the detector, from SOXS's
+    exposure map of it (its chips, dither, roll and pointing) at the band's geometric-mean energy, in
+    :data:`EXPOSURE_REBLOCK`-times coarser sky pixels, over the effective area of ``arf`` there."""
+    import soxs
+    from astropy.io import fits
+
+    energy = np.sqrt(observe.emin_kev * observe.emax_kev)
+    path = evt.with_name(f"{evt.stem}_expmap.fits")
+    soxs.make_exposure_map(str(evt), str(path), energy, overwrite=True, reblock=EXPOSURE_REBLOCK)
+    with fits.open(path, memmap=False) as hdul:
+        h, expmap = hdul["EXPMAP"].header, np.asarray(hdul["EXPMAP"].data, dtype=np.float64)
+    path.unlink()
+    full = float(soxs.AuxiliaryResponseFile(arf).interpolate_area(energy).value)
+    return imaging.exposure_fraction(expmap, full, (h["CRPIX1"], h["CRPIX2"]), abs(h["CDELT1"]),
+                                     fov_arcmin=observe.fov_arcmin, pixels=observe.image_pixels)
 
 
 def _keep(src: Path, dst: Path) -> Path:

@@ -124,11 +124,13 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
             images = st.require("images", axes=len(p.axes), bands=len(p.bands), pixels=p.image_pixels)
             n_photons = st.require("n_photons")
             seconds = st.require("seconds", parts=len(_PARTS))
+            exposure = None if p.full_field else st.require("exposure", axes=len(p.axes), pixels=p.image_pixels)
             st.set_attrs(**attrs)
             todo = st.pending()
             log.info("observing %d of %d clusters on %d rank(s), %s axes, %g ks, %s (%s data)", len(todo), n,
                      comm.Get_size(), "".join(p.axes), p.exposure_ks, geometry.bands_label(p.bands), data.mode)
-            failed, mine = _observe(comm, st, todo, cat, setup, scratch, events_dir, images, n_photons, seconds, log)
+            failed, mine = _observe(comm, st, todo, cat, setup, scratch, events_dir, (images, n_photons, seconds,
+                                                                                     exposure), log)
             ranks = comm.allgather({**mine, "peak_rss_mb": _peak_rss_mb()})
             st.set_attrs(last_run_rank_stats=json.dumps(ranks))
             summary = st.summary()
@@ -150,9 +152,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
 
-def _observe(comm, st, todo, cat: Catalog, setup, scratch, events_dir, images, n_photons, seconds, log) -> tuple[list, dict]:
-    """This rank's share of the clusters; returns [(unit, reason)] of those that failed here, and its
-    cluster count and busy time."""
+def _observe(comm, st, todo, cat: Catalog, setup, scratch, events_dir, datasets, log) -> tuple[list, dict]:
+    """This rank's share of the clusters into ``datasets`` (images, n_photons, seconds, exposure or None); returns
+    [(unit, reason)] of those that failed here, and its cluster count and busy time."""
+    images, n_photons, seconds, exposure = datasets
     failed, count = [], 0
     t_start, cpu_start = time.perf_counter(), time.process_time()
     bar = progress(comm, total=st.n_units, desc="observe", initial=st.n_units - len(todo))
@@ -170,6 +173,8 @@ def _observe(comm, st, todo, cat: Catalog, setup, scratch, events_dir, images, n
         images[i] = obs.images
         n_photons[i] = obs.n_photons
         seconds[i] = [obs.seconds[k] for k in _PARTS]
+        if exposure is not None:
+            exposure[i] = obs.exposure
         st.mark_done(i)
         count += 1
         if comm.Get_rank() == 0:

@@ -39,6 +39,7 @@ from .lx import (
     fit_beta,
     iterate_mass,
     log10_positive,
+    needs_beta,
     predict_by_fold,
 )
 from .oracles import ORACLES, oracle_log_values
@@ -76,6 +77,7 @@ class RunData:
     n_folds: int
     pred: np.ndarray  # (clusters, views)
     projections: np.ndarray  # (clusters, axes, P, P) counts of all energy bands (the broad band)
+    exposure: np.ndarray | None  # (clusters, axes, P, P) exposure fraction on the detector; None: all of it
     observe: dict
     interpret: dict  # dataset name -> array
     interpret_attrs: dict
@@ -99,6 +101,7 @@ def read_run(store, params) -> RunData:
         n_folds=params.dataset.n_folds,
         pred=pred.pred_log_m500c,
         projections=obs.broadband,
+        exposure=obs.exposure,
         observe=obs.attrs,
         interpret=interp.data,
         interpret_attrs=interp.attrs,
@@ -153,13 +156,14 @@ def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]
     n, n_axes = data.projections.shape[:2]
     shape = (n, n_axes, len(variants))
     net, covered, extra = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    half = data.projections.shape[-1] / 2.0
+    pixels = data.projections.shape[-1]
 
     def measure(image, i, a, e, r_in, r_out, betas):
-        # one beta-model fit per image and inner radius serves every aperture that leaves the image
-        if r_out > half and r_in not in betas:
-            betas[r_in] = fit_beta(image, r_in, bkg)
-        ap = annulus_counts(image, r_in, r_out, bkg, beta=betas.get(r_in))
+        # one beta-model fit per image and inner radius serves every aperture with an unseen part
+        seen = None if data.exposure is None else data.exposure[i, a]
+        if needs_beta(r_out, pixels, seen) and r_in not in betas:
+            betas[r_in] = fit_beta(image, r_in, bkg, seen=seen)
+        ap = annulus_counts(image, r_in, r_out, bkg, beta=betas.get(r_in), seen=seen)
         net[i, a, e], covered[i, a, e], extra[i, a, e] = ap.net_counts, ap.covered, ap.extrapolated
         return ap.net_counts
 
@@ -203,7 +207,7 @@ def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]
              "background_rate_arcmin2": rate, "foreground": resp.foreground, "redshift": z,
              "luminosity_distance_cm": d_l, "exposure_s": exposure_s, "band_kev": [emin, emax],
              "ecf_kt_kev": ECF_KT_KEV, "non_positive": int((lx[..., 0] <= 0).sum()),
-             "chips": len(json.loads(obs["instrument"])["chips"]), "point_sources": bool(obs.get("point_sources", False))}
+             "exposure_map": data.exposure is not None, "point_sources": bool(obs.get("point_sources", False))}
     return LxResult(variants, net, covered, extra, lx, pred, slopes, iterations, bkg, ecf), notes
 
 

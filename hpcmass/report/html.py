@@ -248,8 +248,9 @@ follows the mass its own L<sub>X</sub> gives through its fold’s relation until
 counts per pixel: the particle background the observe stage used ({escape(str(notes['background_file']))},
 {notes['background_rate_arcmin2']:.3g} counts s<sup>−1</sup> arcmin<sup>−2</sup> in the band){
     '; the galactic foreground it added is not subtracted' if notes['foreground'] else ''}{
-    '; <b>the mocks have chip gaps and off-chip corners, which no exposure map corrects here: the background is '
-    'subtracted over them too, so this L<sub>X</sub> is biased low</b>' if notes['chips'] > 1 else ''}{
+    '; where the detector was not (chip gaps, off-chip corners: each view’s exposure map from SOXS) nothing is '
+    'subtracted and the beta model fills the counts, as an observer’s exposure map would' if notes['exposure_map']
+    else ''}{
     '; <b>the point sources the mocks hold are not masked</b>' if notes['point_sources'] else ''}.
 Counts to luminosity: {notes['erg_cm2_per_count']:.3g} erg cm<sup>−2</sup> per count (effective area
 from {escape(notes['arf'])}, exp(−E/kT)/E photon spectrum with

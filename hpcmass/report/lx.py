@@ -62,13 +62,15 @@ def _beta_surface(r, s0, rc, beta):
 class Aperture:
     net_counts: float  # source counts in the annulus (measured where it lies in the image)
     background: float  # background counts subtracted inside the image
-    covered: float  # fraction of the annulus area that lies inside the image
-    extrapolated: float  # beta-model counts added for the part outside the image (0 if none)
+    covered: float  # fraction of the annulus area that lies inside the image (and on the detector)
+    extrapolated: float  # beta-model counts added for the part outside the image or off the detector (0 if none)
 
 
-def fit_beta(image: np.ndarray, r_min_pix: float, background_per_pixel: float, n_bins: int = 16):
+def fit_beta(image: np.ndarray, r_min_pix: float, background_per_pixel: float, n_bins: int = 16,
+             seen: np.ndarray | None = None):
     """(s0, rc, beta) of a beta model fitted to the background-subtracted surface brightness from
-    ``r_min_pix`` to the image corners (annuli of equal log width, Poisson weights)."""
+    ``r_min_pix`` to the image corners (annuli of equal log width, Poisson weights); ``seen``: each
+    pixel's exposure fraction (None: 1), the area it counts for."""
     from scipy.optimize import curve_fit
 
     p = image.shape[-1]
@@ -77,10 +79,12 @@ def fit_beta(image: np.ndarray, r_min_pix: float, background_per_pixel: float, n
     rad = pixel_radius(p)
     idx = np.digitize(rad.ravel(), edges) - 1
     ok = (idx >= 0) & (idx < n_bins)
-    area = np.bincount(idx[ok], minlength=n_bins)
+    weight = None if seen is None else seen.ravel()[ok]
+    area = np.bincount(idx[ok], weights=weight, minlength=n_bins)
     counts = np.bincount(idx[ok], weights=image.ravel()[ok], minlength=n_bins)
-    r_mean = np.bincount(idx[ok], weights=rad.ravel()[ok], minlength=n_bins) / np.maximum(area, 1)
-    use = area > 0
+    r_mean = np.bincount(idx[ok], weights=rad.ravel()[ok] * (1.0 if weight is None else weight),
+                         minlength=n_bins) / np.where(area > 0, area, 1)
+    use = area >= 1  # at least a whole pixel's exposure
     sb = counts[use] / area[use] - background_per_pixel
     err = np.sqrt(np.maximum(counts[use], 1.0)) / area[use]
     r = r_mean[use]
@@ -90,25 +94,33 @@ def fit_beta(image: np.ndarray, r_min_pix: float, background_per_pixel: float, n
     return tuple(float(v) for v in popt)
 
 
+def needs_beta(r_out_pix: float, pixels: int, seen: np.ndarray | None) -> bool:
+    """Whether part of an annulus is unseen: off the image, or (with an exposure map) off the detector."""
+    return r_out_pix > pixels / 2.0 or seen is not None
+
+
 def annulus_counts(image: np.ndarray, r_in_pix: float, r_out_pix: float, background_per_pixel: float,
-                   extrapolate: bool = True, beta: tuple[float, float, float] | None = None) -> Aperture:
+                   extrapolate: bool = True, beta: tuple[float, float, float] | None = None,
+                   seen: np.ndarray | None = None) -> Aperture:
     """Background-subtracted counts between two radii (pixels) about the image centre.
 
     Where the annulus runs off the image (R500c of massive clusters is larger than a 20' field at
-    z = 0.05), the missing part is filled with a beta model (s0, rc, beta) fitted to the image
-    beyond the inner radius (``extrapolate``; pass ``beta`` to reuse a fit), otherwise only the
-    part inside the image is counted.
+    z = 0.05) or, given the exposure map ``seen`` (each pixel's fraction of the exposure on the
+    detector), off the chips, the missing part is filled with a beta model (s0, rc, beta) fitted to
+    the image beyond the inner radius (``extrapolate``; pass ``beta`` to reuse a fit), otherwise
+    only the part seen is counted. The background is subtracted where the detector was.
     """
     p = image.shape[-1]
     w = disc_fraction(p, r_out_pix) - disc_fraction(p, r_in_pix)
+    ws = w if seen is None else w * seen
     area = np.pi * (r_out_pix**2 - r_in_pix**2)
-    bkg = background_per_pixel * w.sum()
+    bkg = background_per_pixel * ws.sum()
     net = float((w * image).sum() - bkg)
-    covered = float(w.sum() / area)
+    covered = float(ws.sum() / area)
     extra = 0.0
-    if extrapolate and r_out_pix > p / 2.0:  # the circle crosses the image edge
-        model = beta or fit_beta(image, r_in_pix, background_per_pixel)
-        inside = float((w * _beta_surface(pixel_radius(p), *model)).sum())
+    if extrapolate and needs_beta(r_out_pix, p, seen):
+        model = beta or fit_beta(image, r_in_pix, background_per_pixel, seen=seen)
+        inside = float((ws * _beta_surface(pixel_radius(p), *model)).sum())
         extra = float(beta_counts(r_out_pix, *model) - beta_counts(r_in_pix, *model)) - inside
     return Aperture(net + extra, float(bkg), covered, extra)
 

@@ -48,6 +48,9 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "images": (("n", "axes", "bands", "pixels", "pixels"), "i4",
                    "counts per pixel in each energy band of attrs['bands_kev'], projected along attrs['axes']"),
         "n_photons": (("n",), "i8", "photons pyXSIM generated for the cluster (before projection and instrument)"),
+        "exposure": (("n", "axes", "pixels", "pixels"), "f4",
+                     "fraction of the exposure each pixel was on the detector (SOXS's exposure map: chips, gaps, dither, "
+                     "roll, pointing); only where the detector may not fill the field (ObserveParams.full_field false)"),
         "seconds": (("n", "parts"), "f4", "wall time of load, photons, projection, instrument (all axes) [s]"),
     },
     "dataset": {  # unit: cluster

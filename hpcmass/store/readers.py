@@ -119,6 +119,8 @@ class Observations:
     exposure_ks: float
     data_mode: str
     attrs: dict = field(repr=False)  # every /observe attribute
+    #: (clusters, axes, P, P) fraction of the exposure each pixel was on the detector; None: all of it (the paper's)
+    exposure: np.ndarray | None = None
 
     @property
     def pixels(self) -> int:
@@ -136,9 +138,11 @@ def load_observations(store: Store) -> Observations:
     for name in ("pixel_arcsec", "pixel_kpc", "redshift", "exposure_ks", "data_mode", "bands_kev"):
         _attr(store, "observe", name)
     axes = tuple(str(attrs.get("axes", "xyz")).replace(",", ""))
+    group = _group(store, "observe")
     return Observations(counts=counts, bands_kev=tuple(tuple(b) for b in attrs["bands_kev"]), axes=axes, pixel_arcsec=float(attrs["pixel_arcsec"]),
                         pixel_kpc=float(attrs["pixel_kpc"]), redshift=float(attrs["redshift"]),
-                        exposure_ks=float(attrs["exposure_ks"]), data_mode=str(attrs["data_mode"]), attrs=attrs)
+                        exposure_ks=float(attrs["exposure_ks"]), data_mode=str(attrs["data_mode"]), attrs=attrs,
+                        exposure=group["exposure"][...] if "exposure" in group else None)
 
 
 def image_shape(store: Store) -> tuple[int, ...]:
