@@ -108,6 +108,18 @@ def test_realistic_mocks_are_seeded_per_view_identical_at_any_rank_count(serial_
     assert len({o.tobytes() for o in off}) == 9
     assert counts[off].sum() < 1e-3 * counts.sum()
     assert (images(serial_run)[:, :, 0] == 0).mean() < 0.01
+    # The report's L_X background for such mocks: blank-sky mocks through the same instrument, above SOXS's
+    # particle background (2.39e-3 counts/s/arcmin^2, FACTS.md: 9.3 a pixel here) by the point sources'; the
+    # paper's mocks give the particle level itself (4 fields: 0.5% Poisson noise).
+    from hpcmass.params import load_params
+    from hpcmass.report.build import sky_background_levels
+
+    params_file, sets = Path(__file__).parents[1] / "params/ci.yaml", [s for s in SETS + REALISTIC if s != "--set"]
+    particle = 2.39e-3 * 10e3 * (37.5 / 60.0) ** 2
+    paper = sky_background_levels(serial_run, load_params(params_file, sets[:2]), n=4)
+    realistic = sky_background_levels(wd, load_params(params_file, sets), n=4)
+    assert np.mean(paper) == pytest.approx(particle, rel=0.03)
+    assert 1.03 < np.mean(realistic) / np.mean(paper) < 1.4
 
 
 def _descendants(pid: int) -> list[int]:

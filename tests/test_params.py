@@ -71,6 +71,13 @@ def test_resolved_params_read_back_beside_another_detector(tmp_path, overrides):
     assert load_params(tmp_path / "resolved.yaml").model_dump() == p.model_dump()
 
 
+def test_a_diff_shows_a_key_added_later_at_its_default():
+    from hpcmass.store.provenance import params_diff
+
+    old, new = (load_params(None, o).stage_identity("observe") for o in ([], ["observe.chips=acisi"]))
+    assert "chips" not in old["observe"] and params_diff(old, new) == "observe.chips: 'none' -> 'acisi'"
+
+
 def test_stage_hash_depends_on_upstream_sections_only():
     a = load_params(None)
     b = load_params(None, ["train.batch_size=64"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import tempfile
 import time
@@ -67,6 +68,19 @@ def instrument_setup(workdir, params, scratch: Path, log=None) -> simulate.Setup
     data = _prepare_data(p, approx_dir, mode, scratch / "config")
     instrument = _set_up_soxs(comm, p, data, approx_dir, scratch / "config", log or get_logger(comm))
     return simulate.Setup(p, data, instrument, math.nan, params.run.seed)
+
+
+def blank_sky_fields(workdir, params, seeds, log=None):
+    """Blank-sky mocks through the observe stage's instrument and backgrounds (:func:`instrument_setup`, serial), one
+    per seed: yields ``(setup, event file or None)`` (None: not one event), each file replaced by the next, in a
+    scratch directory removed after."""
+    with tempfile.TemporaryDirectory(prefix="hpcmass-blank-") as scratch:
+        scratch = Path(scratch)
+        setup = instrument_setup(workdir, params, scratch, log)
+        with contextlib.chdir(scratch), simulate.quiet_libraries():  # SOXS prefers same-named files in the cwd
+            logging.getLogger("soxs").setLevel(logging.ERROR)  # not its warning, once per field, that no source was given
+            for seed in seeds:
+                yield setup, simulate.sky_field(setup, scratch / "blank_evt.fits", np.random.default_rng(seed))
 
 
 def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None) -> dict:

@@ -24,11 +24,6 @@ Everything random is seeded from the run's seed; the same store exports the same
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
 from ..images import VIEWS_PER_AXIS, make_views
@@ -51,22 +46,15 @@ MAX_COVERAGE_DROP = 0.05
 def blank_sky_images(workdir, params, n: int, log=None, key: str = "blank-sky") -> np.ndarray:
     """``(n, bands, P, P)``: blank-sky mocks of the observe stage's instrument and backgrounds (``params.observe``),
     binned as predict bins a file; field i seeded by (run seed, ``key``, i)."""
-    from ..observe.simulate import quiet_libraries, sky_field
-    from ..observe.stage import instrument_setup
+    from ..observe.stage import blank_sky_fields
     from .events import bin_event_file
 
     p = params.observe
     out = np.zeros((n, len(p.bands), p.image_pixels, p.image_pixels), dtype=np.int32)
-    with tempfile.TemporaryDirectory(prefix="hpcmass-blank-") as scratch:
-        scratch = Path(scratch)
-        setup = instrument_setup(workdir, params, scratch, log)
-        with contextlib.chdir(scratch), quiet_libraries():  # SOXS prefers same-named files in the cwd: an empty one
-            logging.getLogger("soxs").setLevel(logging.ERROR)  # not its warning, once per field, that no source was given
-            for i in range(n):
-                prng = np.random.default_rng(int_seed(params.run.seed, key, i))
-                evt = sky_field(setup, scratch / "blank_evt.fits", prng)
-                if evt is not None:  # else no event at all: an empty image
-                    out[i] = bin_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands).image
+    seeds = [int_seed(params.run.seed, key, i) for i in range(n)]
+    for i, (_, evt) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
+        if evt is not None:  # else no event at all: an empty image
+            out[i] = bin_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands).image
     return out
 
 

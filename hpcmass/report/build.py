@@ -16,6 +16,7 @@ import numpy as np
 
 from ..dataset.folds import split
 from ..images import VIEWS_PER_AXIS, make_views
+from ..seeding import int_seed
 from ..store.readers import (
     load_catalog,
     load_folds,
@@ -136,8 +137,38 @@ def _training_masks(data: RunData) -> dict[int, np.ndarray]:
     return {k: np.isin(np.arange(n), split(data.fold, k, data.n_folds)[0]) for k in range(data.n_folds)}
 
 
-def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]:
-    """Core-excised L_X of every projection in each aperture variant, and its L_X-M mass estimates."""
+#: Blank-sky mocks whose mean is the L_X background when the mocks hold more than the particle background.
+SKY_FIELDS = 20
+
+
+def needs_sky_background(observe_attrs: dict) -> bool:
+    """Whether the mocks hold backgrounds beyond the particle one (point sources, galactic foreground)."""
+    return bool(observe_attrs.get("point_sources", False)) or bool(observe_attrs.get("foreground", False))
+
+
+def sky_background_levels(workdir, params, n: int = SKY_FIELDS, log=None) -> np.ndarray:
+    """Counts per fully exposed image pixel (all bands) of ``n`` blank-sky mocks through the observe stage's
+    instrument and backgrounds, field i seeded by (run seed, "report-sky", i): the background an observer takes
+    from blank-sky files, with the point sources and foreground in it (none masked, as in the cluster fields)."""
+    from ..observe.imaging import image_from_event_file
+    from ..observe.simulate import exposure_image
+    from ..observe.stage import blank_sky_fields
+
+    p = params.observe
+    levels = np.zeros(n)
+    seeds = [int_seed(params.run.seed, "report-sky", i) for i in range(n)]
+    for i, (setup, evt) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
+        if evt is not None:  # else not one event: a level of 0
+            image = image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands)
+            exposed = image[0].size if p.full_field else float(exposure_image(evt, p, setup.data.arf).sum())
+            levels[i] = image.sum() / exposed
+    return levels
+
+
+def measure_lx(data: RunData, params, approx_dir: Path, sky_levels: np.ndarray | None = None) -> tuple[LxResult, dict]:
+    """Core-excised L_X of every projection in each aperture variant, and its L_X-M mass estimates; the background
+    is the particle background's spectrum through the response, or the mean of ``sky_levels``
+    (:func:`sky_background_levels`) when given."""
     from astropy.cosmology import Planck15
 
     rp, obs = params.report, data.observe
@@ -148,7 +179,8 @@ def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]
     emin, emax = params.observe.emin_kev, params.observe.emax_kev
     resp = observe_response(obs, approx_dir)
     rate = background_rate(resp, emin, emax)
-    bkg = background_per_pixel(rate, exposure_s, float(obs["pixel_arcsec"]))
+    bkg = (background_per_pixel(rate, exposure_s, float(obs["pixel_arcsec"])) if sky_levels is None
+           else float(np.mean(sky_levels)))
     ecf = energy_flux_per_count(effective_area(resp.arf), emin, emax, ECF_KT_KEV)
     d_l = Planck15.luminosity_distance(z).to("cm").value
     r500_pix = data.r500c_kpc / float(obs["pixel_kpc"])
@@ -207,7 +239,10 @@ def measure_lx(data: RunData, params, approx_dir: Path) -> tuple[LxResult, dict]
              "background_rate_arcmin2": rate, "foreground": resp.foreground, "redshift": z,
              "luminosity_distance_cm": d_l, "exposure_s": exposure_s, "band_kev": [emin, emax],
              "ecf_kt_kev": ECF_KT_KEV, "non_positive": int((lx[..., 0] <= 0).sum()),
-             "exposure_map": data.exposure is not None, "point_sources": bool(obs.get("point_sources", False))}
+             "exposure_map": data.exposure is not None, "point_sources": bool(obs.get("point_sources", False)),
+             "sky_fields": None if sky_levels is None else {
+                 "n": int(sky_levels.size), "mean": float(np.mean(sky_levels)),
+                 "standard_error": float(np.std(sky_levels, ddof=1) / np.sqrt(sky_levels.size))}}
     return LxResult(variants, net, covered, extra, lx, pred, slopes, iterations, bkg, ecf), notes
 
 
@@ -361,10 +396,10 @@ def aperture_growth(data: RunData, lx: LxResult, params) -> dict:
 
 
 def build_report(data: RunData, params, out: Path, provenance_self: dict,
-                 approx_dir: Path) -> tuple[LxResult, dict]:
+                 approx_dir: Path, sky_levels: np.ndarray | None = None) -> tuple[LxResult, dict]:
     """Compute every statistic of ``data`` (:func:`read_run`), draw the figures and write ``index.html``,
     ``clusters.csv`` and ``summary.json`` into ``out``. Returns the L_X measurements and the summary. ``approx_dir`` is
-    where an approximate-mode observe stage keeps its response files."""
+    where an approximate-mode observe stage keeps its response files; ``sky_levels``: see :func:`measure_lx`."""
     from .html import write_html
 
     out.mkdir(parents=True, exist_ok=True)
@@ -378,7 +413,7 @@ def build_report(data: RunData, params, out: Path, provenance_self: dict,
         return fold_statistics(pred, data.log_m, data.fold, rp.subset_log_m500c, best, rp.bootstrap_resamples, seed)
 
     cnn = fit(data.pred)
-    lx, lx_notes = measure_lx(data, params, approx_dir)
+    lx, lx_notes = measure_lx(data, params, approx_dir, sky_levels)
     lx_stats = {v.key: fit(lx.pred[..., e]) for e, v in enumerate(lx.variants)}
     oracle_pred = oracle_predictions(data)
     oracles = {o.key: {**fit(oracle_pred[o.key]).as_dict(), "label": o.text} for o in ORACLES if o.key in oracle_pred}

@@ -24,6 +24,18 @@ pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em} .muted{color:
 """
 
 
+def _background(notes: dict) -> str:
+    """Where the L_X background level came from, in words."""
+    sky = notes["sky_fields"]
+    if sky is None:
+        return (f"the particle background the observe stage used ({escape(str(notes['background_file']))}, "
+                f"{notes['background_rate_arcmin2']:.3g} counts s<sup>−1</sup> arcmin<sup>−2</sup> in the band)")
+    return (f"the mean of {sky['n']} blank-sky mocks through the observe stage’s instrument and backgrounds "
+            f"(± {sky['standard_error']:.3f}), as an observer takes it from blank-sky files: particle background"
+            f"{', point sources' if notes['point_sources'] else ''}{', galactic foreground' if notes['foreground'] else ''}"
+            f"; the point sources are masked neither there nor in the cluster fields")
+
+
 def _f(x, fmt="{:.3f}") -> str:
     return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
 
@@ -245,13 +257,10 @@ needs no truth: each test projection starts from its training clusters’ median
 follows the mass its own L<sub>X</sub> gives through its fold’s relation until log M moves by less than
 10<sup>−4</sup> dex ({100 * notes['iterated_converged']:.0f}% converged, median
 {_f(notes['iterated_median_iterations'], '{:.0f}')} iterations). Background: {notes['background_per_pixel']:.3f}
-counts per pixel: the particle background the observe stage used ({escape(str(notes['background_file']))},
-{notes['background_rate_arcmin2']:.3g} counts s<sup>−1</sup> arcmin<sup>−2</sup> in the band){
-    '; the galactic foreground it added is not subtracted' if notes['foreground'] else ''}{
+counts per pixel: {_background(notes)}{
     '; where the detector was not (chip gaps, off-chip corners: each view’s exposure map from SOXS) nothing is '
     'subtracted and the beta model fills the counts, as an observer’s exposure map would' if notes['exposure_map']
-    else ''}{
-    '; <b>the point sources the mocks hold are not masked</b>' if notes['point_sources'] else ''}.
+    else ''}.
 Counts to luminosity: {notes['erg_cm2_per_count']:.3g} erg cm<sup>−2</sup> per count (effective area
 from {escape(notes['arf'])}, exp(−E/kT)/E photon spectrum with
 kT = {notes['ecf_kt_kev']:g} keV over {notes['band_kev'][0]:g}–{notes['band_kev'][1]:g} keV) and

@@ -26,7 +26,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     comm = stage_comm(comm)
     log = log or get_logger(comm)
     workdir = Path(workdir)
-    from .build import build_report, read_run
+    from .build import SKY_FIELDS, build_report, needs_sky_background, read_run, sky_background_levels
     from .lx import aperture_variants
 
     with Store.read(workdir) as s:
@@ -47,7 +47,12 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
 
         def build() -> str | None:
             try:
-                lx, _ = build_report(data, params, out, st.provenance(), stage_dir(workdir, "observe") / "approx")
+                sky = None
+                if needs_sky_background(data.observe):
+                    log.info("the mocks hold point sources or a foreground: measuring the L_X background on %d "
+                             "blank-sky mocks", SKY_FIELDS)
+                    sky = sky_background_levels(workdir, params, log=log)
+                lx, _ = build_report(data, params, out, st.provenance(), stage_dir(workdir, "observe") / "approx", sky)
                 ds["lx_net_counts"][...] = lx.net_counts
                 ds["lx_covered"][...] = lx.covered
                 ds["lx_erg_s"][...] = lx.lx

@@ -59,10 +59,14 @@ def git_commit() -> str:
 
 def params_diff(old: dict, new: dict, prefix: str = "") -> str:
     """Human summary of changed keys between two nested dicts: 'catalog.n_clusters: 20 -> 30'."""
+    from ..params import LATER_KEYS
+
+    later = {f"{section}.{key}": value for (section, key), value in LATER_KEYS.items()}
     out = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
         name = f"{prefix}{key}"
+        # a stage identity leaves a key added later out at its default: show that default
+        a, b = old.get(key, later.get(name)), new.get(key, later.get(name))
         if isinstance(a, dict) and isinstance(b, dict):
             sub = params_diff(a, b, name + ".")
             if sub:
