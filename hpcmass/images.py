@@ -115,6 +115,13 @@ def kpc_per_arcsec(redshift: float, hubble: float, omega_matter: float, omega_la
     return float(d_a * np.pi / 180.0 / 3600.0)
 
 
+def at_exposure(counts, exposure_ks, reference_ks: float) -> np.ndarray:
+    """Counts ``(..., bands, P, P)`` of observations ``exposure_ks`` ``(...)`` long scaled to ``reference_ks``
+    (float32): what a network trained on a range of exposures sees (``observe.exposure_range_ks``)."""
+    scale = reference_ks / np.asarray(exposure_ks, dtype=np.float64)
+    return (np.asarray(counts) * scale[..., None, None, None]).astype(np.float32)
+
+
 def bands_label(bands) -> str:
     """Energy bands in words: ``[[0.5, 1.2], [1.2, 7]]`` -> ``"0.5-1.2, 1.2-7 keV"``."""
     return ", ".join(f"{lo:g}-{hi:g}" for lo, hi in bands) + " keV"

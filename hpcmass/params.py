@@ -96,7 +96,13 @@ SIMPLE_ACISI = "simple_acisi"
 
 class ObserveParams(Section):
     redshift: Annotated[float, Field(gt=0.0, le=2.0)] = 0.05
+    #: The exposure [ks]; with exposure_range_ks, the reference one the network's images are scaled to.
     exposure_ks: PosFloat = 100.0
+    #: [shortest, longest] exposure [ks]: each projection's observation is drawn log-uniformly in it (equal
+    #: weight per factor of exposure: a choice, not the archive's distribution) and its counts are scaled to
+    #: exposure_ks, which lies in it, before the network sees them; null = every observation exposure_ks
+    #: long (the paper).
+    exposure_range_ks: Annotated[tuple[PosFloat, PosFloat], Field(strict=False)] | None = None
     #: Projection axes; the paper uses all three.
     axes: tuple[Literal["x", "y", "z"], ...] = ("x", "y", "z")
     image_pixels: Annotated[int, Field(ge=8, le=4096)] = 128
@@ -165,6 +171,11 @@ class ObserveParams(Section):
                 and not self.pointing_offset_arcmin)
 
     @property
+    def photon_exposure_ks(self) -> float:
+        """The exposure pyXSIM's photons are made for: the longest any observation of them takes."""
+        return self.exposure_ks if self.exposure_range_ks is None else self.exposure_range_ks[1]
+
+    @property
     def emin_kev(self) -> float:
         """Lower edge of the broad band the bands cover [keV]."""
         return self.bands[0][0]
@@ -188,6 +199,11 @@ class ObserveParams(Section):
         if not self.spectrum_emin_kev <= self.emin_kev or not self.emax_kev <= self.spectrum_emax_kev:
             raise _FieldError(("spectrum_emin_kev",), self.spectrum_emin_kev,
                               f"a photon energy range covering the image band {self.emin_kev}-{self.emax_kev} keV")
+        if self.exposure_range_ks is not None and not (
+                self.exposure_range_ks[0] <= self.exposure_ks <= self.exposure_range_ks[1]):
+            raise _FieldError(("exposure_range_ks",), list(self.exposure_range_ks),
+                              f"[shortest, longest] holding observe.exposure_ks={self.exposure_ks}, the exposure the "
+                              f"images are scaled to")
         # Refused only away from their defaults, which a resolved params file writes out and must read back.
         changed = {k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default}
         own = sorted({"detector_pixel_arcsec", "psf_fwhm_arcsec", "dither", "chips"} & changed)
@@ -411,7 +427,8 @@ class Params(Section):
 #: Keys added after stores were made, whose default reproduces what those stores hold: left out of a
 #: stage's identity while at it, so those stores keep their params hash and still resume.
 LATER_KEYS = {("observe", "instrument"): SIMPLE_ACISI, ("observe", "chips"): "none",
-              ("observe", "random_roll"): False, ("observe", "pointing_offset_arcmin"): 0.0}
+              ("observe", "random_roll"): False, ("observe", "pointing_offset_arcmin"): 0.0,
+              ("observe", "exposure_range_ks"): None}
 
 
 class _FieldError(ValueError):

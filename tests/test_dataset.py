@@ -87,6 +87,29 @@ def test_pipeline_batches_are_the_views_of_their_ids(bands):
     np.testing.assert_array_equal(src.views([3, 1]), every[np.r_[72:96, 24:48]])
 
 
+def test_images_of_other_exposures_are_scaled_to_the_reference_and_batched_unrounded():
+    from dataclasses import replace
+
+    from hpcmass.images import at_exposure
+    from hpcmass.store.readers import Observations
+
+    counts = np.random.default_rng(2).poisson(3.0, (4, 3, 2, 8, 8)).astype(np.int32)
+    view_ks = np.tile([25.0, 50.0, 100.0], (4, 1))  # each cluster's three projections
+    scaled = at_exposure(counts, view_ks, 50.0)
+    assert scaled.dtype == np.float32 and scaled.shape == counts.shape
+    np.testing.assert_array_equal(scaled[:, 0], 2 * counts[:, 0])
+    np.testing.assert_array_equal(scaled[:, 1], counts[:, 1])
+    np.testing.assert_array_equal(scaled[:, 2], counts[:, 2] / 2)
+    obs = Observations(counts=counts, bands_kev=((0.5, 1.2), (1.2, 7.0)), axes=("x", "y", "z"), pixel_arcsec=9.4,
+                       pixel_kpc=9.5, redshift=0.05, exposure_ks=50.0, data_mode="approximate", attrs={},
+                       view_exposure_ks=view_ks)
+    np.testing.assert_array_equal(obs.network_input, scaled)
+    assert replace(obs, view_exposure_ks=None).network_input is counts  # one exposure: the counts themselves
+    # the pipeline keeps the half counts of the 100 ks projections: views of the scaled images, not rounded
+    x, _ = next(iter(ViewSource(scaled, np.zeros(4)).dataset(view_ids([0], 24), 24)))
+    np.testing.assert_array_equal(x.numpy(), make_views(scaled[:1]).reshape(24, 2, 8, 8))
+
+
 def test_epoch_order_is_a_seeded_shuffle_dealt_evenly_to_ranks():
     ids = view_ids(np.array([0, 2, 5]), 24)
     a = epoch_order(ids, 7, fold=1, epoch=3)

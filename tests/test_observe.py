@@ -214,15 +214,25 @@ def test_approximate_response_and_background(xray_data):
 def test_pointing_draws_only_for_the_options_that_are_on():
     prng = np.random.default_rng(1)
     state = prng.bit_generator.state
-    assert simulate.pointing(prng, load_params(None).observe) == (0.0, None)
+    assert simulate.pointing(prng, load_params(None).observe) == simulate.Pointing(0.0, None, 100.0)
     assert prng.bit_generator.state == state  # the paper's mocks: SOXS's random stream untouched
-    p = load_params(None, ["observe.random_roll=true", "observe.pointing_offset_arcmin=2"]).observe
+    on = ["observe.random_roll=true", "observe.pointing_offset_arcmin=2"]
+    p = load_params(None, on).observe
     draws = [simulate.pointing(prng, p) for _ in range(4000)]
-    roll = np.array([d[0] for d in draws])
-    r = np.hypot(*np.array([d[1] for d in draws]).T) / 120.0  # arcsec / (2')
+    roll = np.array([d.roll_deg for d in draws])
+    r = np.hypot(*np.array([d.shift_arcsec for d in draws]).T) / 120.0  # arcsec / (2')
     assert 0.0 <= roll.min() and roll.max() < 360.0 and roll.mean() == pytest.approx(180.0, abs=5.0)  # 3 sigma
     # uniform in the disk: (r / R)^2 is uniform in [0, 1)
     assert r.max() <= 1.0 and np.mean(r**2) == pytest.approx(0.5, abs=0.015)
+    assert {d.exposure_ks for d in draws} == {100.0}
+    # An exposure range draws after the others: the same roll and offset as without it.
+    ranged = load_params(None, [*on, "observe.exposure_range_ks=[25, 100]"]).observe
+    again = [simulate.pointing(np.random.default_rng(7), q) for q in (p, ranged)]
+    assert again[0].roll_deg == again[1].roll_deg and np.array_equal(again[0].shift_arcsec, again[1].shift_arcsec)
+    t = np.array([simulate.pointing(prng, ranged).exposure_ks for _ in range(4000)])
+    # log-uniform in [25, 100] ks: ln(t / 25) / ln 4 uniform in [0, 1] (mean 1/2, sd 1/sqrt(12) / sqrt(4000))
+    assert 25.0 <= t.min() and t.max() <= 100.0
+    assert np.mean(np.log(t / 25.0) / np.log(4.0)) == pytest.approx(0.5, abs=0.014)
 
 
 def blank_field(data, tmp_path, *overrides):
@@ -233,7 +243,7 @@ def blank_field(data, tmp_path, *overrides):
     p = load_params(ROOT / "params/ci.yaml", ["observe.exposure_ks=100", *overrides]).observe
     setup = simulate.Setup(p, data, xray.register_instrument(p, data), np.nan, 0)
     with contextlib.chdir(tmp_path), simulate.quiet_libraries():
-        evt = simulate.sky_field(setup, tmp_path / "blank_evt.fits", np.random.default_rng(5))
+        evt, _ = simulate.sky_field(setup, tmp_path / "blank_evt.fits", np.random.default_rng(5))
         exposure = None if p.full_field else simulate.exposure_image(evt, p, data.arf)
     image = imaging.image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels)[0]
     return image, xray.instrument_spec(p, data), exposure, p
@@ -295,6 +305,19 @@ def test_hot_cluster_adds_source_counts_and_peaks_at_the_centre(xray_data, cutou
         assert image.sum() > 1.3 * band_background_counts(xray_data, p)
         row, col = np.unravel_index(image.argmax(), image.shape)
         assert row in (15, 16) and col in (15, 16)  # one of the four pixels around the centre
+
+
+def test_a_range_of_exposures_gives_each_projection_its_own(xray_data, cutouts, tmp_path):
+    """Background only (cold gas): each projection's counts are the particle background of its own exposure,
+    drawn in the range; the photons were made for the longest."""
+    obs, p = observe(xray_data, tmp_path, cutouts / "cold.hdf5", "observe.exposure_ks=10",
+                     "observe.exposure_range_ks=[2.5, 20]")
+    assert obs.exposure_ks.shape == (3,) and ((2.5 <= obs.exposure_ks) & (obs.exposure_ks <= 20)).all()
+    assert np.ptp(obs.exposure_ks) > 0  # three independent draws
+    per_ks = band_background_counts(xray_data, p) / p.exposure_ks
+    for image, t in zip(obs.images[:, 0], obs.exposure_ks, strict=True):
+        expected = per_ks * float(t)  # 2,300-19,000 counts: 5 sigma is 4-1%
+        assert image.sum() == pytest.approx(expected, abs=5 * np.sqrt(expected))
 
 
 def test_counts_scale_linearly_with_exposure(xray_data, cutouts, tmp_path):

@@ -79,12 +79,13 @@ def test_images_identical_at_any_rank_count(serial_run, catalog_workdir, tmp_pat
 
 
 REALISTIC = ["--set", "observe.chips=acisi", "--set", "observe.dither=true", "--set", "observe.random_roll=true",
-             "--set", "observe.pointing_offset_arcmin=1", "--set", "observe.point_sources=true"]
+             "--set", "observe.pointing_offset_arcmin=1", "--set", "observe.point_sources=true",
+             "--set", "observe.exposure_range_ks=[5, 10]"]
 
 
 @pytest.mark.mpi
 def test_realistic_mocks_are_seeded_per_view_identical_at_any_rank_count(serial_run, catalog_workdir, tmp_path):
-    runs, maps = [], []
+    runs, maps, exposures = [], [], []
     for ranks in (1, 2):
         wd = copy_of(catalog_workdir, tmp_path / f"wd{ranks}")
         proc = mpirun(ranks, "-m", "hpcmass", "observe", *ARGS, *REALISTIC, "--workdir", wd, env=base_env(tmp_path))
@@ -92,14 +93,20 @@ def test_realistic_mocks_are_seeded_per_view_identical_at_any_rank_count(serial_
         runs.append(images(wd))
         with h5py.File(wd / "store.h5", "r") as f:
             maps.append(f["observe/exposure"][...])
-    assert np.array_equal(*runs) and np.array_equal(*maps)
+            exposures.append(f["observe/view_exposure_ks"][...])
+    assert np.array_equal(*runs) and np.array_equal(*maps) and np.array_equal(*exposures)
+    # each view its own exposure in the range, 3 clusters x 3 axes
+    assert exposures[0].shape == (3, 3) and ((5 <= exposures[0]) & (exposures[0] <= 10)).all()
+    assert np.unique(exposures[0]).size == 9
     with h5py.File(wd / "store.h5", "r") as f:
         attrs = f["observe"].attrs
         assert (attrs["random_roll"], attrs["pointing_offset_arcmin"], attrs["point_sources"]) == (True, 1.0, True)
+        assert list(attrs["exposure_range_ks"]) == [5.0, 10.0]
         spec = json.loads(attrs["instrument"])
         assert len(spec["chips"]) == 4 and spec["dither"] is True
     with h5py.File(serial_run / "store.h5", "r") as f:
-        assert "exposure" not in f["observe"]  # the paper's square chip fills the field: no map
+        # the paper's square chip fills the field for its one exposure: no map, no exposure per view
+        assert "exposure" not in f["observe"] and "view_exposure_ks" not in f["observe"]
     # Every view leaves corners of the 20' field off the chips, each at its own roll: no two footprints alike,
     # and the exposure map says where (a count off the chips is a point source's PSF wing, at most).
     counts, seen = runs[0][:, :, 0].reshape(9, -1), maps[0].reshape(9, -1)
@@ -110,7 +117,8 @@ def test_realistic_mocks_are_seeded_per_view_identical_at_any_rank_count(serial_
     assert (images(serial_run)[:, :, 0] == 0).mean() < 0.01
     # The report's L_X background for such mocks: blank-sky mocks through the same instrument, above SOXS's
     # particle background (2.39e-3 counts/s/arcmin^2, FACTS.md: 9.3 a pixel here) by the point sources'; the
-    # paper's mocks give the particle level itself (4 fields: 0.5% Poisson noise).
+    # paper's mocks give the particle level itself (4 fields: 0.5% Poisson noise). Both per 10 ks: the
+    # realistic fields' 5-10 ks exposures are scaled to it.
     from hpcmass.params import load_params
     from hpcmass.report.build import sky_background_levels
 

@@ -51,7 +51,7 @@ def test_energy_bands_are_contiguous_and_cover_the_broad_band():
 
 
 @pytest.mark.parametrize("key, value", [("instrument", "axis"), ("chips", "acisi"), ("random_roll", True),
-                                        ("pointing_offset_arcmin", 1.5)])
+                                        ("pointing_offset_arcmin", 1.5), ("exposure_range_ks", [50.0, 100.0])])
 def test_keys_added_later_leave_older_stores_hashes_alone_at_their_default(key, value):
     default, other = load_params(None), load_params(None, [f"observe.{key}={value}"])
     later = {k for section, k in LATER_KEYS if section == "observe"}
@@ -63,7 +63,17 @@ def test_keys_added_later_leave_older_stores_hashes_alone_at_their_default(key, 
     assert other.stage_hash("catalog") == default.stage_hash("catalog")
 
 
-@pytest.mark.parametrize("overrides", [["observe.instrument=axis"], ["observe.chips=acisi", "observe.dither=true"]])
+def test_an_exposure_range_holds_the_exposure_the_images_are_scaled_to():
+    p = load_params(None, ["observe.exposure_range_ks=[20, 200]"]).observe
+    assert (p.exposure_range_ks, p.photon_exposure_ks) == ((20.0, 200.0), 200.0)
+    assert load_params(None).observe.photon_exposure_ks == 100.0
+    for bad in ("[20, 50]", "[200, 20]", "[0, 100]"):
+        with pytest.raises(ParamsError, match=r"observe.exposure_range_ks"):
+            load_params(None, [f"observe.exposure_range_ks={bad}"])
+
+
+@pytest.mark.parametrize("overrides", [["observe.instrument=axis"], ["observe.chips=acisi", "observe.dither=true"],
+                                       ["observe.exposure_range_ks=[50, 100]"]])
 def test_resolved_params_read_back_beside_another_detector(tmp_path, overrides):
     # A resolved file writes every key, the other instrument's unused ones at their defaults too.
     p = load_params(None, overrides)

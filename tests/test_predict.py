@@ -131,6 +131,39 @@ def test_coverage_is_counted_from_held_out_images_not_assumed():
     assert bad["covered"] / bad["n_images"] < 0.35  # the fold with 5x larger errors is mostly missed
 
 
+def test_calibrating_a_selection_of_clusters_equals_calibrating_them_alone():
+    pred, truth, folds = held_out(n=300, bad_fold=3)
+    rows = np.arange(300) % 3 == 0
+    alone, held_alone = calibrate(pred[rows], truth[rows], folds[rows])
+    picked, held_picked = calibrate(pred, truth, folds, select=np.repeat(rows[:, None], 3, axis=1))
+    assert picked == alone and picked.n_images == 300 and picked.n_clusters == 100
+    np.testing.assert_array_equal(held_picked.central, held_alone.central)
+    np.testing.assert_array_equal(np.flatnonzero(rows)[held_alone.cluster], held_picked.cluster)
+    with pytest.raises(ValueError, match="select must be"):
+        calibrate(pred, truth, folds, select=np.zeros((300, 3), dtype=bool))
+
+
+def test_exposure_bins_calibrate_each_exposure_on_its_own_images():
+    from hpcmass.predict.domain import EXPOSURE_BINS, exposure_bins
+
+    pred, truth, folds = held_out(n=900, sigma=1.0)  # unit errors, rescaled per image below
+    rng = np.random.default_rng(4)
+    view_ks = np.exp(rng.uniform(np.log(25.0), np.log(100.0), (900, 3)))
+    sigma = 0.05 * np.sqrt(50.0 / view_ks)  # Poisson-like: the error grows as 1/sqrt(exposure)
+    pred = (truth[:, None, None] + (pred.reshape(900, 3, 8) - truth[:, None, None]) * sigma[..., None]).reshape(900, 24)
+    full, _ = calibrate(pred, truth, folds)
+    levels = exposure_bins(pred, truth, folds, view_ks, 50.0, full)
+    assert len(levels) == EXPOSURE_BINS and sum(lv["n_images"] for lv in levels) == 2700
+    assert levels[0]["exposure_ks"][0] == view_ks.min() and levels[-1]["exposure_ks"][1] == view_ks.max()
+    for lv in levels:
+        # each bin's half-width is the error at its exposure (a bin spans a factor 1.6: sigma 12% either way)
+        assert lv["half_width"] == pytest.approx(0.05 / np.sqrt(lv["fraction"]), rel=0.12)
+        assert abs(lv["coverage"] - NOMINAL) < 0.05  # 900 images a bin: 3 sigma
+    assert levels[0]["half_width"] > full.half_width > levels[-1]["half_width"]
+    # the one half-width of all exposures misses the short ones
+    assert levels[0]["coverage_at_full_width"] < NOMINAL - 0.08 < NOMINAL + 0.08 < levels[-1]["coverage_at_full_width"]
+
+
 def test_calibration_refuses_unfinished_folds():
     pred, truth, folds = held_out(n=30)
     pred[4, :] = np.nan
@@ -413,6 +446,55 @@ def test_export_and_predict_say_what_to_run_first(trained, tmp_path):
     assert proc.returncode == 2 and "no store here" in proc.stderr
 
 
+@pytest.mark.slow
+def test_a_model_of_an_exposure_range_is_calibrated_by_exposure_and_predicts_scaled_counts(tmp_path):
+    from hpcmass.images import at_exposure
+    from hpcmass.predict.bundle import load_bundle
+    from hpcmass.predict.domain import heldout_predictions
+
+    wd = tmp_path / "wd"
+    env = base_env(wd)
+    (wd / "xdg").mkdir(parents=True)
+    ranged = [*CI[:8], "--set", "observe.exposure_ks=50", "--set", "observe.exposure_range_ks=[25, 100]"]
+    for stage in ("catalog", "observe", "dataset", "train"):
+        proc = hpcmass(stage, *ranged, "--workdir", wd, env=env, timeout=600)
+        assert proc.returncode == 0, f"{stage}: {proc.stderr}"
+    out = tmp_path / "model"
+    proc = hpcmass("export-model", "--workdir", wd, "--output", out, "--blank-fields", 8, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "interval by exposure (held-out images): " in proc.stdout
+    with h5py.File(wd / "store.h5", "r") as f:
+        counts, view_ks = f["observe/images"][...], f["observe/view_exposure_ks"][...].astype(np.float64)
+        pred, folds = f["train/pred_log_m500c"][...], f["dataset/fold"][...]
+    m = json.loads((out / "model.json").read_text())
+    assert m["image"]["exposure_range_ks"] == [25.0, 100.0] and m["image"]["exposure_ks"] == 50.0
+    exposure = m["domain"]["exposure"]
+    assert (exposure["range_ks"], exposure["min_fraction"], exposure["training_ks"]) == ([25.0, 100.0], 0.5, 50.0)
+    levels = exposure["levels"]
+    assert [lv["n_images"] for lv in levels] == [6, 6, 6]  # 6 clusters x 3 projections in three equal bins
+    assert levels[0]["exposure_ks"][0] == pytest.approx(view_ks.min()) and \
+        levels[-1]["exposure_ks"][1] == pytest.approx(view_ks.max())
+    assert [lv["fraction"] for lv in levels] == sorted(lv["fraction"] for lv in levels)
+    # The train stage trained on and predicted the counts scaled to 50 ks: the exported models give its held-out
+    # predictions from those, not from the counts themselves.
+    bundle = load_bundle(out)
+    scaled = at_exposure(counts, view_ks, 50.0)
+    np.testing.assert_allclose(heldout_predictions(bundle.models(), scaled, folds), pred, atol=1e-5)
+    assert np.abs(heldout_predictions(bundle.models(), counts, folds) - pred).max() > 1e-3
+    # predict reads the observation's exposure from the event file and scales its counts alike
+    cluster = 4
+    evt = wd / "observe" / "events" / f"cluster{cluster:06d}_x_evt.fits"
+    proc = hpcmass("predict", evt, "--model", out, "--center", "30.0,45.0", "--json", tmp_path / "p.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "25-100 ks scaled to 50" in proc.stdout
+    row = json.loads((tmp_path / "p.json").read_text())["predictions"][0]
+    assert row["exposure_s"] == pytest.approx(1e3 * view_ks[cluster, 0], rel=1e-6)
+    check = row["checks"]["exposure"]
+    assert check["verdict"] == "ok" and "counts scaled to 50 ks as the training images" in check["reason"]
+    mine = bundle.predict(at_exposure(counts[cluster, 0], view_ks[cluster, 0], 50.0)[None])[0]
+    assert row["per_fold_log_m500c"] == pytest.approx(mine.mean(axis=-1), abs=1e-5)
+
+
 # --- the domain checks on mock event files (the done-when) ---------------------------------
 
 @pytest.fixture(scope="module")
@@ -435,8 +517,8 @@ def sky_mocks(trained, tmp_path_factory):
     source = soxs.SimputSpectrum.from_spectrum("agn", spectrum, *SKY_CENTER_DEG)
     with contextlib.chdir(scratch), quiet_libraries():
         soxs.SimputCatalog.from_source("agn_simput.fits", source, overwrite=True)
-        blank = sky_field(setup, scratch / "blank_evt.fits", np.random.default_rng(101))
-        point = sky_field(setup, scratch / "agn_evt.fits", np.random.default_rng(102), source="agn_simput.fits")
+        blank, _ = sky_field(setup, scratch / "blank_evt.fits", np.random.default_rng(101))
+        point, _ = sky_field(setup, scratch / "agn_evt.fits", np.random.default_rng(102), source="agn_simput.fits")
     return blank, point
 
 

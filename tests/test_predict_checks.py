@@ -116,16 +116,41 @@ DOMAIN = {
 
 
 def test_exposure_verdicts_thin_widen_or_refuse():
-    v, keep, h = checks.exposure_verdict(2e5, DOMAIN)
-    assert (v.verdict, keep, h) == ("ok", 0.5, 0.06) and "thinned to it" in v.reason
-    v, keep, h = checks.exposure_verdict(1e5, DOMAIN)
+    v, keep, scale, h = checks.exposure_verdict(2e5, DOMAIN)
+    assert (v.verdict, keep, scale, h) == ("ok", 0.5, None, 0.06) and "thinned to 100 ks" in v.reason
+    v, keep, scale, h = checks.exposure_verdict(1e5, DOMAIN)
     assert (v.verdict, keep, h) == ("ok", 1.0, 0.06) and "widened" not in v.reason
-    v, keep, h = checks.exposure_verdict(9e4, DOMAIN)
+    v, keep, scale, h = checks.exposure_verdict(9e4, DOMAIN)
     assert v.verdict == "ok" and h == pytest.approx(0.09) and "interval widened to ±0.090 dex" in v.reason
-    v, keep, h = checks.exposure_verdict(2e4, DOMAIN)
+    v, keep, scale, h = checks.exposure_verdict(2e4, DOMAIN)
     assert v.verdict == "refuse" and v.value == pytest.approx(0.2) and "calibrated down to 0.25" in v.reason
-    v, keep, h = checks.exposure_verdict(0.0, DOMAIN)
-    assert (v.verdict, v.value, keep, h) == ("warn", None, 1.0, 0.06) and "no EXPOSURE" in v.reason
+    v, keep, scale, h = checks.exposure_verdict(0.0, DOMAIN)
+    assert (v.verdict, v.value, keep, scale, h) == ("warn", None, 1.0, None, 0.06) and "no EXPOSURE" in v.reason
+
+
+#: A model trained on 25-100 ks scaled to 50 ks, its held-out interval calibrated in three exposure bins.
+RANGED = {**DOMAIN, "exposure": {"training_ks": 50.0, "range_ks": [25.0, 100.0], "min_fraction": 0.5,
+                                 "levels": [{"fraction": f, "half_width": h}
+                                            for f, h in ((0.6, 0.12), (1.0, 0.08), (1.6, 0.06))]}}
+
+
+def test_a_model_of_an_exposure_range_scales_the_counts_within_it_and_refuses_below():
+    v, keep, scale, h = checks.exposure_verdict(4e4, RANGED)  # 40 ks: between the first two bins
+    assert (v.verdict, keep, scale) == ("ok", 1.0, 40.0) and h == pytest.approx(0.10)
+    assert "counts scaled to 50 ks" in v.reason
+    v, keep, scale, h = checks.exposure_verdict(2e5, RANGED)  # longer than the range: thinned to its longest
+    assert (v.verdict, keep, scale, h) == ("ok", 0.5, 100.0, 0.06) and "thinned to 100 ks" in v.reason
+    v, keep, scale, h = checks.exposure_verdict(2e4, RANGED)
+    assert (v.verdict, keep, scale) == ("refuse", 1.0, None) and "shorter than any training observation" in v.reason
+    # what the models see: the kept counts times 50 / 40, as the training images were scaled
+    from hpcmass.predict.cli import checked_image
+    from hpcmass.predict.events import Binned
+
+    counts = np.random.default_rng(3).poisson(4.0, (1, 32, 32)).astype(np.int32)
+    checked, image, verdicts, h = checked_image(Binned(counts, (0.0, 0.0), "peak", 4e4), RANGED)
+    assert checked is counts and image.dtype == np.float32 and h == pytest.approx(0.10)
+    np.testing.assert_allclose(image, counts * 1.25)
+    assert [v.check for v in verdicts] == ["exposure", "coverage", "cluster"]
 
 
 def test_coverage_and_cluster_verdicts_and_the_worst_of_them():

@@ -85,12 +85,13 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
     workdir = Path(workdir)
     ip = params.interpret
     r500c, fold, obs = _inputs(workdir, params.file)
-    n, n_axes = obs.counts.shape[:2]
+    images = obs.network_input  # what the models were trained on
+    n, n_axes = images.shape[:2]
     dims = dict(views=VIEWS_PER_AXIS * n_axes, steps=ip.iterations + 1, iterations=ip.iterations,
                 bins=ip.radial_bins, pixels=obs.pixels, nulls=len(ip.nulls), explainers=1 + len(ip.nulls),
                 regions=len(regions(ip)), fills=len(FILLS))
     configure_tensorflow(comm, working=True, override=params.site.threads, log=log)
-    explainers = _FoldExplainers(workdir, params, obs.counts, r500c, fold, obs.pixel_kpc)
+    explainers = _FoldExplainers(workdir, params, images, r500c, fold, obs.pixel_kpc)
     with Store.open_stage(workdir, params, "interpret", comm, n_units=n, unit="cluster",
                           restart_from=restart_from, log=log) as st:
         out = {name: st.require(name, **dims) for name in LAYOUT["interpret"]}
@@ -106,7 +107,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
             for i in dynamic_tasks(comm, todo):
                 try:
                     trained, nulls, mean_shape = explainers(fold[i])
-                    result = explain_cluster(trained, obs.counts[i], obs.pixel_kpc, r500c[i], ip, nulls, mean_shape,
+                    result = explain_cluster(trained, images[i], obs.pixel_kpc, r500c[i], ip, nulls, mean_shape,
                                              rng(params.run.seed, "interpret", "occlusion", i))
                 except StageError as e:  # e.g. a fold's model file is missing
                     st.mark_failed(i, str(e))

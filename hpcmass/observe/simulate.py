@@ -46,6 +46,7 @@ class Observation:
     seconds: dict[str, float] = field(default_factory=dict)  # load, photons, projection, instrument
     event_files: list[Path] = field(default_factory=list)
     exposure: np.ndarray | None = None  # (n_axes, pixels, pixels) float32, unless observe.full_field
+    exposure_ks: np.ndarray | None = None  # (n_axes,) each observation's exposure, with observe.exposure_range_ks
 
 
 def _hot_gas_filter(kt_min_kev: float) -> str:
@@ -121,12 +122,12 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
     t0 = time.perf_counter()
     photons = str(work / "photons")
     n_photons, _ = pyxsim.make_photons(photons, region, p.redshift, setup.photon_area_cm2,
-                                       (p.exposure_ks, "ks"), model, center=center)
+                                       (p.photon_exposure_ks, "ks"), model, center=center)
     del model, region, ds
     gc.collect()
     seconds["photons"] = time.perf_counter() - t0
     seconds["projection"] = seconds["instrument"] = 0.0
-    images, kept, exposure = [], [], []
+    images, kept, exposure, exposure_ks = [], [], [], []
     for axis in p.axes:
         # One generator per (cluster, axis), used in turn by projection and instrument.
         prng = np.random.default_rng(int_seed(setup.seed, "observe", cluster_id, axis))
@@ -138,7 +139,8 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
             source = str(work / f"{axis}_simput.fits")
         seconds["projection"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        evt = sky_field(setup, work / f"evt_{axis}.fits", prng, source)
+        evt, view = sky_field(setup, work / f"evt_{axis}.fits", prng, source)
+        exposure_ks.append(view.exposure_ks)
         if not p.full_field:  # no event at all (no background either): nothing says where the detector was
             exposure.append(exposure_image(evt, p, setup.data.arf) if evt is not None
                             else np.full((p.image_pixels, p.image_pixels), np.nan, dtype=np.float32))
@@ -150,32 +152,49 @@ def _observe(cutout: Path, center_ckpch, r500c_kpc: float, cluster_id: int, setu
         else:
             images.append(np.zeros((len(p.bands), p.image_pixels, p.image_pixels), dtype=np.int32))
         seconds["instrument"] += time.perf_counter() - t0
-    return Observation(np.stack(images), int(n_photons), seconds, kept, np.stack(exposure) if exposure else None)
+    return Observation(np.stack(images), int(n_photons), seconds, kept, np.stack(exposure) if exposure else None,
+                       None if p.exposure_range_ks is None else np.array(exposure_ks, dtype=np.float32))
 
 
-def pointing(prng: np.random.Generator, observe: ObserveParams) -> tuple[float, np.ndarray | None]:
-    """One observation's roll angle [deg] and the sky centre's shift from the aimpoint [arcsec] (None: on
-    it), drawn from ``prng`` only for the options that are on, so the paper's mocks draw nothing."""
+@dataclass(frozen=True)
+class Pointing:
+    """How one observation was taken: roll angle [deg], the sky centre's shift from the aimpoint [arcsec]
+    (None: on it) and exposure [ks]."""
+
+    roll_deg: float
+    shift_arcsec: np.ndarray | None
+    exposure_ks: float
+
+
+def pointing(prng: np.random.Generator, observe: ObserveParams) -> Pointing:
+    """One observation's :class:`Pointing`, drawn from ``prng`` only for the options that are on, so the
+    paper's mocks draw nothing (and each option's draws come after the earlier options', so turning a
+    later one on leaves the others' draws as they were)."""
     roll = float(prng.uniform(0.0, 360.0)) if observe.random_roll else 0.0
-    if not observe.pointing_offset_arcmin:
-        return roll, None
-    r, phi = 60.0 * observe.pointing_offset_arcmin * np.sqrt(prng.uniform()), prng.uniform(0.0, 2.0 * np.pi)
-    return roll, np.array([r * np.cos(phi), r * np.sin(phi)])
+    shift = None
+    if observe.pointing_offset_arcmin:
+        r, phi = 60.0 * observe.pointing_offset_arcmin * np.sqrt(prng.uniform()), prng.uniform(0.0, 2.0 * np.pi)
+        shift = np.array([r * np.cos(phi), r * np.sin(phi)])
+    exposure = observe.exposure_ks
+    if observe.exposure_range_ks is not None:  # log-uniform: as many 10-20 ks observations as 100-200 ks ones
+        exposure = float(np.exp(prng.uniform(*np.log(observe.exposure_range_ks))))
+    return Pointing(roll, shift, exposure)
 
 
-def sky_field(setup: Setup, path: Path, prng, source: str | None = None) -> Path | None:
+def sky_field(setup: Setup, path: Path, prng, source: str | None = None) -> tuple[Path | None, Pointing]:
     """A mock observation through ``setup``'s instrument with its backgrounds (particle, foreground, point
-    sources as ``observe`` says), pointed as :func:`pointing` draws, and the SIMPUT catalogue ``source``
-    (None: blank sky), written to ``path`` in the working directory's SOXS context; None when not one
-    event was detected (SOXS then writes no file)."""
+    sources as ``observe`` says), taken as :func:`pointing` draws, and the SIMPUT catalogue ``source``
+    (None: blank sky), written to ``path`` in the working directory's SOXS context: ``(path, pointing)``,
+    the path None when not one event was detected (SOXS then writes no file)."""
     import soxs
 
     p = setup.observe
-    roll, shift = pointing(prng, p)
-    soxs.instrument_simulator(source, str(path), (p.exposure_ks, "ks"), setup.instrument, SKY_CENTER_DEG,
+    view = pointing(prng, p)
+    soxs.instrument_simulator(source, str(path), (view.exposure_ks, "ks"), setup.instrument, SKY_CENTER_DEG,
                               overwrite=True, instr_bkgnd=p.particle_background, foreground=setup.data.foreground,
-                              ptsrc_bkgnd=p.point_sources, roll_angle=roll, aimpt_shift=shift, prng=prng)
-    return path if path.exists() else None
+                              ptsrc_bkgnd=p.point_sources, roll_angle=view.roll_deg, aimpt_shift=view.shift_arcsec,
+                              prng=prng)
+    return (path if path.exists() else None), view
 
 
 def exposure_image(evt: Path, observe: ObserveParams, arf: str) -> np.ndarray:

@@ -72,15 +72,15 @@ def instrument_setup(workdir, params, scratch: Path, log=None) -> simulate.Setup
 
 def blank_sky_fields(workdir, params, seeds, log=None):
     """Blank-sky mocks through the observe stage's instrument and backgrounds (:func:`instrument_setup`, serial), one
-    per seed: yields ``(setup, event file or None)`` (None: not one event), each file replaced by the next, in a
-    scratch directory removed after."""
+    per seed: yields ``(setup, event file or None, pointing)`` (None: not one event), each file replaced by the
+    next, in a scratch directory removed after."""
     with tempfile.TemporaryDirectory(prefix="hpcmass-blank-") as scratch:
         scratch = Path(scratch)
         setup = instrument_setup(workdir, params, scratch, log)
         with contextlib.chdir(scratch), simulate.quiet_libraries():  # SOXS prefers same-named files in the cwd
             logging.getLogger("soxs").setLevel(logging.ERROR)  # not its warning, once per field, that no source was given
             for seed in seeds:
-                yield setup, simulate.sky_field(setup, scratch / "blank_evt.fits", np.random.default_rng(seed))
+                yield setup, *simulate.sky_field(setup, scratch / "blank_evt.fits", np.random.default_rng(seed))
 
 
 def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None) -> dict:
@@ -130,6 +130,7 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
             "point_sources": p.point_sources,
             "random_roll": p.random_roll,
             "pointing_offset_arcmin": p.pointing_offset_arcmin,
+            "exposure_range_ks": [] if p.exposure_range_ks is None else list(p.exposure_range_ks),
             "seconds_parts": ",".join(_PARTS),
         }
         events_dir = out_dir / "events" if p.keep_events else None
@@ -139,12 +140,15 @@ def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None
             n_photons = st.require("n_photons")
             seconds = st.require("seconds", parts=len(_PARTS))
             exposure = None if p.full_field else st.require("exposure", axes=len(p.axes), pixels=p.image_pixels)
+            view_ks = None if p.exposure_range_ks is None else st.require("view_exposure_ks", axes=len(p.axes))
             st.set_attrs(**attrs)
             todo = st.pending()
-            log.info("observing %d of %d clusters on %d rank(s), %s axes, %g ks, %s (%s data)", len(todo), n,
-                     comm.Get_size(), "".join(p.axes), p.exposure_ks, geometry.bands_label(p.bands), data.mode)
+            exposure_text = (f"{p.exposure_ks:g} ks" if p.exposure_range_ks is None else
+                             "{:g}-{:g} ks".format(*p.exposure_range_ks))
+            log.info("observing %d of %d clusters on %d rank(s), %s axes, %s, %s (%s data)", len(todo), n,
+                     comm.Get_size(), "".join(p.axes), exposure_text, geometry.bands_label(p.bands), data.mode)
             failed, mine = _observe(comm, st, todo, cat, setup, scratch, events_dir, (images, n_photons, seconds,
-                                                                                     exposure), log)
+                                                                                     exposure, view_ks), log)
             ranks = comm.allgather({**mine, "peak_rss_mb": _peak_rss_mb()})
             st.set_attrs(last_run_rank_stats=json.dumps(ranks))
             summary = st.summary()
@@ -167,9 +171,9 @@ def _peak_rss_mb() -> float:
 
 
 def _observe(comm, st, todo, cat: Catalog, setup, scratch, events_dir, datasets, log) -> tuple[list, dict]:
-    """This rank's share of the clusters into ``datasets`` (images, n_photons, seconds, exposure or None); returns
-    [(unit, reason)] of those that failed here, and its cluster count and busy time."""
-    images, n_photons, seconds, exposure = datasets
+    """This rank's share of the clusters into ``datasets`` (images, n_photons, seconds, exposure map or None, view
+    exposure or None); returns [(unit, reason)] of those that failed here, and its cluster count and busy time."""
+    images, n_photons, seconds, exposure, view_ks = datasets
     failed, count = [], 0
     t_start, cpu_start = time.perf_counter(), time.process_time()
     bar = progress(comm, total=st.n_units, desc="observe", initial=st.n_units - len(todo))
@@ -189,6 +193,8 @@ def _observe(comm, st, todo, cat: Catalog, setup, scratch, events_dir, datasets,
         seconds[i] = [obs.seconds[k] for k in _PARTS]
         if exposure is not None:
             exposure[i] = obs.exposure
+        if view_ks is not None:
+            view_ks[i] = obs.exposure_ks
         st.mark_done(i)
         count += 1
         if comm.Get_rank() == 0:

@@ -77,7 +77,7 @@ def export_model(workdir, out, params_file: str | None = None, log=None, blank_f
                 raise StageError(f"{src}: fold {k}'s model is missing; re-run `hpcmass train --fold {k}`")
             models.append(f"fold_{k:02d}.keras")
             shutil.copy2(src, tmp / models[-1])
-        domain = calibrate_domain(workdir, params, observations.counts, cat["log_m500c"], folds, (cal, held),
+        domain = calibrate_domain(workdir, params, observations, cat["log_m500c"], folds, pred,
                                   load_models([tmp / m for m in models], (len(p.bands), pixels, pixels)),
                                   blank_fields, log)
         _write_heldout(tmp / "heldout.csv", held, cat["cluster_id"], p.axes)
@@ -92,7 +92,9 @@ def export_model(workdir, out, params_file: str | None = None, log=None, blank_f
                 "fov_arcmin": p.fov_arcmin, "pixels": pixels, "pixel_arcsec": float(obs["pixel_arcsec"]),
                 "pixel_kpc": float(obs["pixel_kpc"]), "bands_kev": [list(b) for b in p.bands],
                 "centre": "the cluster centre (catalogue position) at the image centre",
-                "redshift": p.redshift, "exposure_ks": p.exposure_ks, "projections": list(p.axes),
+                "redshift": p.redshift, "exposure_ks": p.exposure_ks,
+                "exposure_range_ks": None if p.exposure_range_ks is None else list(p.exposure_range_ks),
+                "projections": list(p.axes),
                 "nh_1e22": p.nh_1e22, "absorb_model": p.absorb_model,
                 "particle_background": p.particle_background, "point_sources": p.point_sources,
                 "random_roll": p.random_roll, "pointing_offset_arcmin": p.pointing_offset_arcmin,

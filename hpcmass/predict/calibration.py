@@ -90,9 +90,11 @@ class HeldOut:
     covered: np.ndarray  # bool
 
 
-def calibrate(pred, truth, folds, level: float = NOMINAL) -> tuple[Calibration, HeldOut]:
+def calibrate(pred, truth, folds, level: float = NOMINAL, select=None) -> tuple[Calibration, HeldOut]:
     """Calibrate h on held-out predictions ``pred`` ``(n_clusters, n_views)`` (each cluster by its test
-    fold's model; views in :mod:`~hpcmass.images` order), true ``truth`` and ``folds``."""
+    fold's model; views in :mod:`~hpcmass.images` order), true ``truth`` and ``folds``; only on the held-out
+    images (cluster, projection) where ``select`` ``(n_clusters, n_axes)`` is true, if given (e.g. those of
+    one exposure range)."""
     pred = np.asarray(pred, dtype=np.float64)
     truth, folds = np.asarray(truth, dtype=np.float64), np.asarray(folds)
     n, n_views = pred.shape
@@ -103,22 +105,24 @@ def calibrate(pred, truth, folds, level: float = NOMINAL) -> tuple[Calibration, 
         raise ValueError("held-out predictions contain NaN: not every fold finished")
     n_axes = n_views // VIEWS_PER_AXIS
     central, spread, _ = image_statistics(pred.reshape(n, n_axes, 1, VIEWS_PER_AXIS))  # (n, n_axes)
-    delta = central - truth[:, None]
-    image_fold = np.broadcast_to(folds[:, None], delta.shape)
+    select = np.ones(central.shape, dtype=bool) if select is None else np.asarray(select, dtype=bool)
+    if select.shape != central.shape or not select.any():
+        raise ValueError(f"select must be (n, axes) = {central.shape} with an image in it, got {select.shape}")
+    cluster, axis = (c[select] for c in np.meshgrid(np.arange(n), np.arange(n_axes), indexing="ij"))
+    delta, image_fold = central[select] - truth[cluster], folds[cluster]
     half = np.empty_like(delta)
     per_fold = []
-    for k in np.unique(folds):
+    for k in np.unique(image_fold):
         mine = image_fold == k
         half[mine] = conformal_quantile(np.abs(delta[~mine]), level)
         per_fold.append({"fold": int(k), "half_width": float(half[mine][0]),
                          "covered": int((np.abs(delta[mine]) <= half[mine]).sum()), "n_images": int(mine.sum())})
     covered = np.abs(delta) <= half
     cal = Calibration(level=level, half_width=conformal_quantile(np.abs(delta), level), coverage=float(covered.mean()),
-                      covered=int(covered.sum()), n_images=int(delta.size), n_clusters=n, per_fold=per_fold,
-                      median_delta=float(np.median(delta)), median_view_spread=float(np.median(spread)))
-    cluster, axis = np.meshgrid(np.arange(n), np.arange(n_axes), indexing="ij")
-    held = HeldOut(cluster.ravel(), axis.ravel(), image_fold.ravel().copy(), np.repeat(truth, n_axes),
-                   central.ravel(), spread.ravel(), half.ravel(), covered.ravel())
+                      covered=int(covered.sum()), n_images=int(delta.size), n_clusters=int(np.unique(cluster).size),
+                      per_fold=per_fold, median_delta=float(np.median(delta)),
+                      median_view_spread=float(np.median(spread[select])))
+    held = HeldOut(cluster, axis, image_fold, truth[cluster], central[select], spread[select], half, covered)
     return cal, held
 
 

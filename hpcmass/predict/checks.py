@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -146,24 +147,50 @@ def cut_strip(images, fraction: float) -> np.ndarray:
     return out
 
 
-def exposure_verdict(exposure_s: float, domain: dict) -> tuple[Verdict, float, float]:
-    """The exposure check, the fraction of the image's counts to keep (a longer exposure is thinned to the
-    training one) and the interval's half-width [dex] (a shorter one's is wider, as calibrated)."""
+class ExposureCorrection(NamedTuple):
+    """The exposure check's verdict and what it does to the image: the fraction of its counts to keep (a longer
+    exposure thinned), the exposure [ks] of the kept counts to scale to the training reference (None: the
+    models take counts unscaled) and the interval's half-width [dex]."""
+
+    verdict: Verdict
+    keep: float
+    scale_from_ks: float | None
+    half_width: float
+
+
+def exposure_verdict(exposure_s: float, domain: dict) -> ExposureCorrection:
+    """The exposure check of an observation ``exposure_s`` long. Models of one training exposure: a longer
+    observation is thinned to it, a shorter one's interval widened as calibrated (down to its smallest fraction).
+    Models trained on a range of exposures: a longer observation is thinned to the longest, the counts scaled to
+    the reference exposure as the training images were, the interval that of held-out images of like exposure;
+    a shorter one than the range is refused."""
     cal, train_s = domain["exposure"], 1e3 * domain["exposure"]["training_ks"]
-    h0 = half_width_at(1.0, domain)
+    span = cal.get("range_ks")  # models exported before ranges existed have none
     if exposure_s <= 0:
-        return Verdict("exposure", "warn", None, "no EXPOSURE in the file: not checked, not corrected"), 1.0, h0
-    f, text = exposure_s / train_s, f"{exposure_s / 1e3:.4g} ks, trained on {train_s / 1e3:.4g} ks"
-    if f > 1.0:
-        return Verdict("exposure", "ok", f, f"{text}: thinned to it (each count kept with probability "
-                                            f"{1 / f:.4f})"), 1.0 / f, h0
+        return ExposureCorrection(Verdict("exposure", "warn", None, "no EXPOSURE in the file: not checked, not "
+                                                                    "corrected"), 1.0, None, half_width_at(1.0, domain))
+    f = exposure_s / train_s
+    if span is None:
+        text = f"{exposure_s / 1e3:.4g} ks, trained on {train_s / 1e3:.4g} ks"
+        longest_s = train_s
+    else:
+        text = f"{exposure_s / 1e3:.4g} ks, trained on {span[0]:g}-{span[1]:g} ks"
+        longest_s = 1e3 * span[1]
     if f < cal["min_fraction"]:
-        return Verdict("exposure", "refuse", f, f"{text}: {f:.2f} of it, and the interval is calibrated down to "
-                                                f"{cal['min_fraction']:.2f}"), 1.0, h0
-    h = half_width_at(f, domain)
-    if f < 1.0:
+        why = ("shorter than any training observation" if span is not None else
+               f"{f:.2f} of it, and the interval is calibrated down to {cal['min_fraction']:.2f}")
+        return ExposureCorrection(Verdict("exposure", "refuse", f, f"{text}: {why}"), 1.0, None,
+                                  half_width_at(1.0, domain))
+    keep, seen_s = min(1.0, longest_s / exposure_s), min(exposure_s, longest_s)
+    h = half_width_at(seen_s / train_s, domain)
+    if keep < 1.0:
+        text += f": thinned to {longest_s / 1e3:g} ks (each count kept with probability {keep:.4f})"
+    if span is not None:
+        text += (f"{';' if keep < 1.0 else ':'} counts scaled to {train_s / 1e3:g} ks as the training images, "
+                 f"interval ±{h:.3f} dex (held-out images of like exposure)")
+    elif f < 1.0:
         text += f": interval widened to ±{h:.3f} dex (held-out images thinned alike)"
-    return Verdict("exposure", "ok", f, text), 1.0, h
+    return ExposureCorrection(Verdict("exposure", "ok", f, text), keep, None if span is None else seen_s / 1e3, h)
 
 
 def half_width_at(fraction: float, domain: dict) -> float:
@@ -172,7 +199,7 @@ def half_width_at(fraction: float, domain: dict) -> float:
     levels = sorted(domain["exposure"]["levels"], key=lambda lv: lv["fraction"])
     f = [lv["fraction"] for lv in levels]
     h = [lv["half_width"] for lv in levels]
-    return float(np.interp(min(fraction, 1.0), f, h))
+    return float(np.interp(fraction, f, h))  # held at the end levels beyond them
 
 
 def coverage_verdict(coverage: float, domain: dict) -> Verdict:

@@ -8,7 +8,8 @@ predictions (:mod:`hpcmass.predict.calibration`). Runs on one process (rank 0 of
 Before the models see it, each image passes the domain checks (:mod:`hpcmass.predict.checks`, thresholds
 measured at export: :mod:`hpcmass.predict.domain`), each a verdict ``ok``/``warn``/``refuse`` in the
 table, JSON and CSV: exposure (a longer one thinned to the training exposure, a shorter one's interval
-widened as calibrated, below the calibrated range refused), field coverage, and extended emission
+widened as calibrated, below the calibrated range refused; for models trained on a range of exposures,
+the counts scaled to their reference exposure as the training images were), field coverage, and extended emission
 (no cluster detected: refused). A refused file gets no mass.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ParamsError
-from ..images import bands_label
+from ..images import at_exposure, bands_label
 from ..mpi import get_logger
 from ..params import SIMPLE_ACISI
 from . import checks
@@ -105,14 +106,18 @@ def warnings_for(row: dict, bundle, redshift: float | None, instrume: str) -> li
 ESTIMATE = ("log_m500c", "lower", "upper", "m500c_msun", "view_spread_dex", "fold_spread_dex")
 
 
-def checked_image(binned, domain: dict) -> tuple[np.ndarray, list, float]:
-    """The image the models see (thinned to the training exposure when longer), the domain checks' verdicts on it
+def checked_image(binned, domain: dict) -> tuple[np.ndarray, np.ndarray, list, float]:
+    """The counts checked (thinned to the longest training exposure when longer), the image the models see (those
+    counts, scaled to the reference exposure for models trained on a range of them), the domain checks' verdicts
     and the interval's half-width."""
-    exposure, keep, half_width = checks.exposure_verdict(binned.exposure_s, domain)
-    image = binned.image if keep == 1.0 else checks.thin(binned.image, keep, np.random.default_rng(THIN_SEED))
-    ap = checks.apertures(image.shape[-1])
-    return image, [exposure, checks.coverage_verdict(checks.field_coverage(image), domain),
-                   checks.cluster_verdict(checks.extended_significance(image, ap), domain)], half_width
+    exposure = checks.exposure_verdict(binned.exposure_s, domain)
+    counts = (binned.image if exposure.keep == 1.0 else
+              checks.thin(binned.image, exposure.keep, np.random.default_rng(THIN_SEED)))
+    image = (counts if exposure.scale_from_ks is None else
+             at_exposure(counts, exposure.scale_from_ks, domain["exposure"]["training_ks"]))
+    ap = checks.apertures(counts.shape[-1])
+    return counts, image, [exposure.verdict, checks.coverage_verdict(checks.field_coverage(counts), domain),
+                           checks.cluster_verdict(checks.extended_significance(counts, ap), domain)], exposure.half_width
 
 
 def predict_files(paths, bundle, center_radec=None, redshift: float | None = None) -> list[dict]:
@@ -127,9 +132,9 @@ def predict_files(paths, bundle, center_radec=None, redshift: float | None = Non
     for path in paths:
         b = bin_event_file(path, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], bands=img["bands_kev"],
                            center_radec=center_radec)
-        image, verdicts, half_width = checked_image(b, bundle.domain)
+        counts, image, verdicts, half_width = checked_image(b, bundle.domain)
         rows.append({"file": str(path), "center_ra_deg": b.center_radec[0], "center_dec_deg": b.center_radec[1],
-                     "center_rule": b.center_rule, "counts_in_image": int(image.sum()), "exposure_s": b.exposure_s,
+                     "center_rule": b.center_rule, "counts_in_image": int(counts.sum()), "exposure_s": b.exposure_s,
                      "verdict": checks.worst(verdicts), "checks": {v.check: v.as_dict() for v in verdicts},
                      "half_width_dex": half_width, **dict.fromkeys(ESTIMATE), "per_fold_log_m500c": [],
                      "warnings": []})
@@ -150,11 +155,16 @@ def _reasons(row: dict, verdict: str) -> list[str]:
     return [f"{name}: {c['reason']}" for name, c in row["checks"].items() if c["verdict"] == verdict]
 
 
+def _exposure(image: dict) -> str:
+    span = image.get("exposure_range_ks")  # absent from models exported before ranges existed
+    return f"{image['exposure_ks']:g} ks" if span is None else f"{span[0]:g}-{span[1]:g} ks scaled to {image['exposure_ks']:g}"
+
+
 def format_table(rows: list[dict], bundle) -> str:
     img, cal = bundle.image, bundle.calibration
     lines = [f"model: {bundle.path} ({len(bundle.manifest['models'])} fold models × 8 views; trained on "
              f"{bundle.manifest['provenance']['observe']['data_mode']} mocks at z={img['redshift']:g}, "
-             f"{img['exposure_ks']:g} ks, {img['fov_arcmin']:g}' field in {img['pixels']} px of "
+             f"{_exposure(img)}, {img['fov_arcmin']:g}' field in {img['pixels']} px of "
              f"{img['pixel_arcsec']:.4g}\", "
              f"{bands_label(img['bands_kev'])}, {bundle.instrument['name']})",
              cal.describe(),

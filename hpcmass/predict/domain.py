@@ -17,7 +17,11 @@
 - **Exposure**: the held-out images thinned to :data:`EXPOSURE_FRACTIONS` of the exposure (exact
   Poisson statistics of a shorter observation) are predicted and calibrated as the full ones
   (:func:`hpcmass.predict.calibration.calibrate`): predict widens the interval to the half-width at
-  the observation's fraction, and refuses below the smallest fraction measured.
+  the observation's fraction, and refuses below the smallest fraction measured. Models trained on a
+  range of exposures (``observe.exposure_range_ks``) need no thinning: their held-out images already
+  span it, and are calibrated in :data:`EXPOSURE_BINS` bins of their own exposure (equal numbers of
+  images); predict interpolates the half-width between the bins' median exposures and refuses outside
+  the range.
 
 Everything random is seeded from the run's seed; the same store exports the same thresholds.
 """
@@ -37,6 +41,8 @@ BLANK_FIELDS = 100
 DETECTION_SIGMAS = 5.0
 #: Exposure fractions the interval is calibrated at (held-out images thinned).
 EXPOSURE_FRACTIONS = (0.8, 0.6, 0.4, 0.25)
+#: Bins of exposure the held-out images of a model trained on a range of exposures are calibrated in.
+EXPOSURE_BINS = 3
 #: Widths of the emptied strip (fractions of the field's side) the coverage threshold is measured at.
 STRIP_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.5)
 #: The most the held-out interval's coverage may drop (as a fraction) for an image to be accepted.
@@ -52,7 +58,7 @@ def blank_sky_images(workdir, params, n: int, log=None, key: str = "blank-sky") 
     p = params.observe
     out = np.zeros((n, len(p.bands), p.image_pixels, p.image_pixels), dtype=np.int32)
     seeds = [int_seed(params.run.seed, key, i) for i in range(n)]
-    for i, (_, evt) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
+    for i, (_, evt, _) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
         if evt is not None:  # else no event at all: an empty image
             out[i] = bin_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands).image
     return out
@@ -98,12 +104,34 @@ def _detection(blank_sig: np.ndarray, train_sig: np.ndarray, ap: checks.Aperture
     }
 
 
-def calibrate_domain(workdir, params, counts, truth, folds, heldout, models, blank_fields: int = BLANK_FIELDS,
+def _level(cal, held, full) -> dict:
+    """One perturbation level's held-out calibration, and its coverage at the unperturbed half-width."""
+    return {"half_width": cal.half_width, "coverage": cal.coverage, "median_delta": cal.median_delta,
+            "n_images": cal.n_images,
+            "coverage_at_full_width": float(np.mean(np.abs(held.central - held.truth) <= full.half_width))}
+
+
+def exposure_bins(pred, truth, folds, view_ks, reference_ks: float, full) -> list[dict]:
+    """The held-out calibration in :data:`EXPOSURE_BINS` bins of the held-out images' exposures ``view_ks``
+    ``(n, axes)``, each level at its images' median exposure as a ``fraction`` of ``reference_ks`` (``full``:
+    the calibration of them all)."""
+    edges = np.quantile(view_ks, np.linspace(0.0, 1.0, EXPOSURE_BINS + 1))
+    which = np.clip(np.searchsorted(edges, view_ks, side="right") - 1, 0, EXPOSURE_BINS - 1)
+    levels = []
+    for b in range(EXPOSURE_BINS):
+        cal, held = calibrate(pred, truth, folds, select=which == b)
+        levels.append({"fraction": float(np.median(view_ks[which == b])) / reference_ks,
+                       "exposure_ks": [float(edges[b]), float(edges[b + 1])], **_level(cal, held, full)})
+    return levels
+
+
+def calibrate_domain(workdir, params, observations, truth, folds, pred, models, blank_fields: int = BLANK_FIELDS,
                      log=None) -> dict:
-    """The ``domain`` block of model.json: thresholds and what they were measured on. ``counts`` ``(n, axes,
-    bands, P, P)`` are the store's images, ``heldout`` the (Calibration, HeldOut) of the store's held-out
-    predictions, ``models`` the fold models."""
+    """The ``domain`` block of model.json: thresholds and what they were measured on. ``observations`` are the
+    store's (:class:`~hpcmass.store.readers.Observations`), ``pred`` its held-out predictions ``(n, views)``,
+    ``models`` the fold models."""
     p, seed = params.observe, params.run.seed
+    counts, images = observations.counts, observations.network_input
     flat = counts.reshape(-1, *counts.shape[2:])
     ap = checks.apertures(counts.shape[-1])
     train_cov = np.array([checks.field_coverage(im) for im in flat])
@@ -121,23 +149,27 @@ def calibrate_domain(workdir, params, counts, truth, folds, heldout, models, bla
                for im in blank_sky_images(workdir, with_ps, blank_fields // 2, log, key="blank-sky-point-sources")]
         detection["with_point_sources"] = _false_positives(np.array(sig), detection["threshold_sigma"])
 
+    ranged = observations.view_exposure_ks is not None
     if log:
-        log.info("domain checks: held-out predictions of thinned and cut images (%d + %d levels)",
-                 len(EXPOSURE_FRACTIONS), len(STRIP_FRACTIONS))
-    full_cal, full = heldout
+        log.info("domain checks: held-out predictions of %scut images (%s%d levels)", "" if ranged else "thinned and ",
+                 "" if ranged else f"{len(EXPOSURE_FRACTIONS)} + ", len(STRIP_FRACTIONS))
+    full_cal, full = calibrate(pred, truth, folds)
 
-    def level(images) -> dict:
-        cal, held = calibrate(heldout_predictions(models, images, folds), truth, folds)
-        return {"half_width": cal.half_width, "coverage": cal.coverage, "median_delta": cal.median_delta,
-                "coverage_at_full_width": float(np.mean(np.abs(held.central - held.truth) <= full.half_width))}
+    def level(perturbed) -> dict:
+        return _level(*calibrate(heldout_predictions(models, perturbed, folds), truth, folds), full_cal)
 
-    exposure = [{"fraction": 1.0, "half_width": full_cal.half_width, "coverage": full_cal.coverage,
-                 "median_delta": full_cal.median_delta, "coverage_at_full_width": full_cal.coverage}]
-    exposure += [{"fraction": f, **level(checks.thin(counts, f, rng(seed, "domain", "thin", f)))}
-                 for f in EXPOSURE_FRACTIONS]
+    if ranged:
+        levels = exposure_bins(pred, truth, folds, observations.view_exposure_ks, p.exposure_ks, full_cal)
+        exposure = {"training_ks": p.exposure_ks, "range_ks": list(p.exposure_range_ks),
+                    "min_fraction": p.exposure_range_ks[0] / p.exposure_ks, "levels": levels}
+    else:
+        levels = [{"fraction": 1.0, **_level(full_cal, full, full_cal), "coverage_at_full_width": full_cal.coverage}]
+        levels += [{"fraction": f, **level(checks.thin(counts, f, rng(seed, "domain", "thin", f)))}
+                   for f in EXPOSURE_FRACTIONS]
+        exposure = {"training_ks": p.exposure_ks, "min_fraction": min(EXPOSURE_FRACTIONS), "levels": levels}
     strips = []
     for g in STRIP_FRACTIONS:
-        cut = checks.cut_strip(counts, g)
+        cut = checks.cut_strip(images, g)
         strips.append({"strip": g, "median_field_coverage": float(np.median(
             [checks.field_coverage(im) for im in cut.reshape(-1, *cut.shape[2:])])), **level(cut)})
     # The widest strip up to which every narrower one kept the coverage.
@@ -157,7 +189,7 @@ def calibrate_domain(workdir, params, counts, truth, folds, heldout, models, bla
                   "blank_sky_point_sources": "int_seed(run_seed, 'blank-sky-point-sources', i)",
                   "thinning": "rng(run_seed, 'domain', 'thin', fraction)"},
         "detection": detection, "coverage": coverage,
-        "exposure": {"training_ks": p.exposure_ks, "min_fraction": min(EXPOSURE_FRACTIONS), "levels": exposure},
+        "exposure": exposure,
         "heldout_accepted": {"images": int(accepted.sum()), "of": int(accepted.size),
                              "coverage": float(full.covered[accepted].mean()) if accepted.any() else None,
                              "coverage_all": full_cal.coverage},

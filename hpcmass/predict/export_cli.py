@@ -46,7 +46,11 @@ def run(args, params, comm) -> int:
           f"completeness {100 * det['completeness']:.1f}% of {det['n_training_images']} training images")
     print(f"field coverage: refused below {100 * cov['refuse_below']:.0f}% of the cells (every training image: "
           f"{100 * cov['training_min']:.0f}% or more); exposure: refused below "
-          f"{dom['exposure']['min_fraction']:.2f} of {dom['exposure']['training_ks']:g} ks")
+          f"{dom['exposure']['min_fraction'] * dom['exposure']['training_ks']:.3g} ks")
+    if "range_ks" in dom["exposure"]:
+        print("interval by exposure (held-out images): " + "; ".join(
+            f"{lv['exposure_ks'][0]:.3g}-{lv['exposure_ks'][1]:.3g} ks ±{lv['half_width']:.3f} dex, coverage "
+            f"{100 * lv['coverage']:.1f}% ({lv['n_images']} images)" for lv in dom["exposure"]["levels"]))
     acc = dom["heldout_accepted"]
     if acc["coverage"] is not None:
         print(f"held-out images the checks accept: {acc['images']}/{acc['of']}, interval coverage "

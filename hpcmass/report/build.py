@@ -79,6 +79,7 @@ class RunData:
     pred: np.ndarray  # (clusters, views)
     projections: np.ndarray  # (clusters, axes, P, P) counts of all energy bands (the broad band)
     exposure: np.ndarray | None  # (clusters, axes, P, P) exposure fraction on the detector; None: all of it
+    view_exposure_ks: np.ndarray | None  # (clusters, axes) each projection's exposure; None: all observe.exposure_ks
     observe: dict
     interpret: dict  # dataset name -> array
     interpret_attrs: dict
@@ -103,6 +104,7 @@ def read_run(store, params) -> RunData:
         pred=pred.pred_log_m500c,
         projections=obs.broadband,
         exposure=obs.exposure,
+        view_exposure_ks=obs.view_exposure_ks,
         observe=obs.attrs,
         interpret=interp.data,
         interpret_attrs=interp.attrs,
@@ -127,7 +129,7 @@ class LxResult:
     pred: np.ndarray  # log10 M from the fold's L_X-M relation
     slopes: dict  # variant key -> {fold: slope}
     iterations: np.ndarray  # (clusters, axes) of the iterated aperture; 0 where it did not converge
-    background_per_pixel: float
+    background_per_pixel: float  # at the reference exposure (observe.exposure_ks)
     erg_cm2_per_count: float
 
 
@@ -148,8 +150,9 @@ def needs_sky_background(observe_attrs: dict) -> bool:
 
 def sky_background_levels(workdir, params, n: int = SKY_FIELDS, log=None) -> np.ndarray:
     """Counts per fully exposed image pixel (all bands) of ``n`` blank-sky mocks through the observe stage's
-    instrument and backgrounds, field i seeded by (run seed, "report-sky", i): the background an observer takes
-    from blank-sky files, with the point sources and foreground in it (none masked, as in the cluster fields)."""
+    instrument and backgrounds, field i seeded by (run seed, "report-sky", i), per ``observe.exposure_ks`` (a
+    field of another exposure scaled to it): the background an observer takes from blank-sky files, with the
+    point sources and foreground in it (none masked, as in the cluster fields)."""
     from ..observe.imaging import image_from_event_file
     from ..observe.simulate import exposure_image
     from ..observe.stage import blank_sky_fields
@@ -157,11 +160,11 @@ def sky_background_levels(workdir, params, n: int = SKY_FIELDS, log=None) -> np.
     p = params.observe
     levels = np.zeros(n)
     seeds = [int_seed(params.run.seed, "report-sky", i) for i in range(n)]
-    for i, (setup, evt) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
+    for i, (setup, evt, view) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
         if evt is not None:  # else not one event: a level of 0
             image = image_from_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands)
             exposed = image[0].size if p.full_field else float(exposure_image(evt, p, setup.data.arf).sum())
-            levels[i] = image.sum() / exposed
+            levels[i] = image.sum() / exposed * (p.exposure_ks / view.exposure_ks)
     return levels
 
 
@@ -175,17 +178,20 @@ def measure_lx(data: RunData, params, approx_dir: Path, sky_levels: np.ndarray |
     variants = aperture_variants(rp.lx_aperture_errors)
     fixed = [v for v in variants if v.moves != "iterated"]
     z = float(obs.get("redshift", params.observe.redshift))
-    exposure_s = 1e3 * float(obs.get("exposure_ks", params.observe.exposure_ks))
+    reference_s = 1e3 * float(obs.get("exposure_ks", params.observe.exposure_ks))
+    n, n_axes = data.projections.shape[:2]
+    # (clusters, axes, 1): each projection's own exposure, for its counts' rate and its background
+    exposure_s = (np.full((n, n_axes), reference_s) if data.view_exposure_ks is None
+                  else 1e3 * data.view_exposure_ks.astype(np.float64))[..., None]
     emin, emax = params.observe.emin_kev, params.observe.emax_kev
     resp = observe_response(obs, approx_dir)
     rate = background_rate(resp, emin, emax)
-    bkg = (background_per_pixel(rate, exposure_s, float(obs["pixel_arcsec"])) if sky_levels is None
+    bkg = (background_per_pixel(rate, reference_s, float(obs["pixel_arcsec"])) if sky_levels is None
            else float(np.mean(sky_levels)))
     ecf = energy_flux_per_count(effective_area(resp.arf), emin, emax, ECF_KT_KEV)
     d_l = Planck15.luminosity_distance(z).to("cm").value
     r500_pix = data.r500c_kpc / float(obs["pixel_kpc"])
     draws = aperture_draws(params.run.seed, data.cluster_id)
-    n, n_axes = data.projections.shape[:2]
     shape = (n, n_axes, len(variants))
     net, covered, extra = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     pixels = data.projections.shape[-1]
@@ -193,9 +199,10 @@ def measure_lx(data: RunData, params, approx_dir: Path, sky_levels: np.ndarray |
     def measure(image, i, a, e, r_in, r_out, betas):
         # one beta-model fit per image and inner radius serves every aperture with an unseen part
         seen = None if data.exposure is None else data.exposure[i, a]
+        level = bkg * exposure_s[i, a, 0] / reference_s
         if needs_beta(r_out, pixels, seen) and r_in not in betas:
-            betas[r_in] = fit_beta(image, r_in, bkg, seen=seen)
-        ap = annulus_counts(image, r_in, r_out, bkg, beta=betas.get(r_in), seen=seen)
+            betas[r_in] = fit_beta(image, r_in, level, seen=seen)
+        ap = annulus_counts(image, r_in, r_out, level, beta=betas.get(r_in), seen=seen)
         net[i, a, e], covered[i, a, e], extra[i, a, e] = ap.net_counts, ap.covered, ap.extrapolated
         return ap.net_counts
 
@@ -223,7 +230,7 @@ def measure_lx(data: RunData, params, approx_dir: Path, sky_levels: np.ndarray |
         image, betas = data.projections[i, a].astype(np.float64), {}
         return lambda r500: log10_positive(counts_to_luminosity(measure(
             image, i, a, e, *aperture_radii(variants[0], r500, 0.0, rp.lx_inner_r500c, rp.lx_outer_r500c), betas),
-            exposure_s, ecf, d_l))
+            exposure_s[i, a, 0], ecf, d_l))
 
     iterations = np.zeros((n, n_axes), dtype=np.int16)
     for k, relation in relations["exact"].items():
@@ -237,7 +244,8 @@ def measure_lx(data: RunData, params, approx_dir: Path, sky_levels: np.ndarray |
     lx = counts_to_luminosity(net, exposure_s, ecf, d_l)
     notes = {"arf": resp.arf.name, "background_file": resp.bkgnd.name if resp.bkgnd else None,
              "background_rate_arcmin2": rate, "foreground": resp.foreground, "redshift": z,
-             "luminosity_distance_cm": d_l, "exposure_s": exposure_s, "band_kev": [emin, emax],
+             "luminosity_distance_cm": d_l, "exposure_s": reference_s,
+             "exposure_range_s": [float(exposure_s.min()), float(exposure_s.max())], "band_kev": [emin, emax],
              "ecf_kt_kev": ECF_KT_KEV, "non_positive": int((lx[..., 0] <= 0).sum()),
              "exposure_map": data.exposure is not None, "point_sources": bool(obs.get("point_sources", False)),
              "sky_fields": None if sky_levels is None else {

@@ -36,6 +36,14 @@ def _background(notes: dict) -> str:
             f"; the point sources are masked neither there nor in the cluster fields")
 
 
+def _exposure(observe) -> str:
+    """The mocks' exposure in words."""
+    if observe.exposure_range_ks is None:
+        return f"{observe.exposure_ks:g} ks"
+    lo, hi = observe.exposure_range_ks
+    return f"{lo:g}–{hi:g} ks, each projection’s own (log-uniform)"
+
+
 def _f(x, fmt="{:.3f}") -> str:
     return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
 
@@ -233,7 +241,7 @@ the paper’s “best-fit fold” by test σ would select on the result), the sa
 L<sub>X</sub> rows are the scatter of the mass predicted from core-excised L<sub>X</sub>; the oracle rows
 that of quantities measured on the gas cells themselves.</p>
 {_figure(figs['fig1'], 'Figure 1. One view of clusters spread over the mass range: photons per pixel, log N '
-         f'({params.observe.emin_kev:g}–{params.observe.emax_kev:g} keV, {params.observe.exposure_ks:g} ks'
+         f'({params.observe.emin_kev:g}–{params.observe.emax_kev:g} keV, {_exposure(params.observe)}'
          + (f'; the sum of the CNN’s {len(params.observe.bands)} bands, {bands_label(params.observe.bands)}'
             if len(params.observe.bands) > 1 else '') + ').')}
 {_figure(figs['fig3'], 'Figure 3. Predicted against true mass for every view of every cluster, coloured by '
@@ -257,7 +265,9 @@ needs no truth: each test projection starts from its training clusters’ median
 follows the mass its own L<sub>X</sub> gives through its fold’s relation until log M moves by less than
 10<sup>−4</sup> dex ({100 * notes['iterated_converged']:.0f}% converged, median
 {_f(notes['iterated_median_iterations'], '{:.0f}')} iterations). Background: {notes['background_per_pixel']:.3f}
-counts per pixel: {_background(notes)}{
+counts per pixel in {notes['exposure_s'] / 1e3:g} ks{
+    ' (scaled to each projection’s own exposure, as are the counts to a rate)'
+    if params.observe.exposure_range_ks is not None else ''}: {_background(notes)}{
     '; where the detector was not (chip gaps, off-chip corners: each view’s exposure map from SOXS) nothing is '
     'subtracted and the beta model fills the counts, as an observer’s exposure map would' if notes['exposure_map']
     else ''}.

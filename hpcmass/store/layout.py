@@ -51,6 +51,9 @@ LAYOUT: dict[str, dict[str, tuple[tuple[str | int, ...], str, str]]] = {
         "exposure": (("n", "axes", "pixels", "pixels"), "f4",
                      "fraction of the exposure each pixel was on the detector (SOXS's exposure map: chips, gaps, dither, "
                      "roll, pointing); only where the detector may not fill the field (ObserveParams.full_field false)"),
+        "view_exposure_ks": (("n", "axes"), "f4",
+                             "each projection's exposure [ks], drawn in attrs['exposure_range_ks']; only with a range "
+                             "(the network sees counts x exposure_ks / view_exposure_ks)"),
         "seconds": (("n", "parts"), "f4", "wall time of load, photons, projection, instrument (all axes) [s]"),
     },
     "dataset": {  # unit: cluster
@@ -137,7 +140,9 @@ ATTRS: dict[str, dict[str, str]] = {
         "data_files": "the thermal table, response and background files used (JSON)",
         "instrument": "the SOXS instrument specification (JSON)",
         "axes": "projection axes of the images' axes dimension, comma-separated",
-        "exposure_ks": "exposure [ks]",
+        "exposure_ks": "exposure [ks]; with exposure_range_ks, the one the network's images are scaled to",
+        "exposure_range_ks": "[shortest, longest] exposure [ks] each projection's is drawn in (log-uniform); empty: "
+                             "every one exposure_ks long",
         "redshift": "redshift the clusters are observed at",
         "band_kev": "the broad band the energy bands cover [keV]",
         "bands_kev": "the energy bands of the images' bands dimension, (bands, 2) [keV]: lo <= E < hi",

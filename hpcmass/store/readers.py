@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import StageError
 from .core import Store
 from .layout import DONE, LAYOUT
+from ..images import at_exposure
 from .provenance import attr_value
 
 
@@ -121,6 +122,8 @@ class Observations:
     attrs: dict = field(repr=False)  # every /observe attribute
     #: (clusters, axes, P, P) fraction of the exposure each pixel was on the detector; None: all of it (the paper's)
     exposure: np.ndarray | None = None
+    #: (clusters, axes) each projection's exposure [ks] (observe.exposure_range_ks); None: all exposure_ks long
+    view_exposure_ks: np.ndarray | None = None
 
     @property
     def pixels(self) -> int:
@@ -130,6 +133,14 @@ class Observations:
     def broadband(self) -> np.ndarray:
         """(clusters, axes, P, P): the counts of all bands (contiguous: the broad band's image)."""
         return self.counts.sum(axis=2, dtype=self.counts.dtype)
+
+    @property
+    def network_input(self) -> np.ndarray:
+        """(clusters, axes, bands, P, P): what the network is trained on and predicts, the counts scaled to
+        ``exposure_ks`` when the projections' exposures differ, else the counts themselves."""
+        if self.view_exposure_ks is None:
+            return self.counts
+        return at_exposure(self.counts, self.view_exposure_ks, self.exposure_ks)
 
 
 def load_observations(store: Store) -> Observations:
@@ -142,7 +153,8 @@ def load_observations(store: Store) -> Observations:
     return Observations(counts=counts, bands_kev=tuple(tuple(b) for b in attrs["bands_kev"]), axes=axes, pixel_arcsec=float(attrs["pixel_arcsec"]),
                         pixel_kpc=float(attrs["pixel_kpc"]), redshift=float(attrs["redshift"]),
                         exposure_ks=float(attrs["exposure_ks"]), data_mode=str(attrs["data_mode"]), attrs=attrs,
-                        exposure=group["exposure"][...] if "exposure" in group else None)
+                        exposure=group["exposure"][...] if "exposure" in group else None,
+                        view_exposure_ks=group["view_exposure_ks"][...] if "view_exposure_ks" in group else None)
 
 
 def image_shape(store: Store) -> tuple[int, ...]:

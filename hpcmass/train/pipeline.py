@@ -6,8 +6,9 @@ fold runs uninterrupted or resumed, on one rank or many — dealt to ranks for H
 pipeline batches ids, gathers each image's projection, then makes each image's view with three
 batch-wide operations (mirror columns, mirror rows, transpose) kept per image by a select: a few
 memory passes per batch (5,000-11,000 images/s of 128² px on one core, >10× the model's training
-rate on a CPU); batches are prefetched so the model never waits. Images stay raw counts (float32):
-the scaling is the model's first layer.
+rate on a CPU); batches are prefetched so the model never waits. Images stay raw counts (float32;
+scaled to the reference exposure when the observations' exposures differ): the scaling is the
+model's first layer.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ViewSource:
         self.n_views = VIEWS_PER_AXIS * self.n_axes
         self._images = images
         self._projections = tf.constant(images.reshape(n_clusters * self.n_axes, *self.image_shape)
-                                        .astype(np.int32, copy=False))
+                                        .astype(np.float32, copy=False))
         self._operations = tf.constant(view_operations())
         self._targets = tf.constant(np.asarray(targets, dtype=np.float32))
 
@@ -55,7 +56,7 @@ class ViewSource:
         import tensorflow as tf
 
         cluster, view = ids // self.n_views, ids % self.n_views
-        x = tf.cast(tf.gather(self._projections, cluster * self.n_axes + view // VIEWS_PER_AXIS), tf.float32)
+        x = tf.gather(self._projections, cluster * self.n_axes + view // VIEWS_PER_AXIS)
         wanted = tf.gather(self._operations, view % VIEWS_PER_AXIS)
         for i, op in enumerate((lambda a: tf.reverse(a, [3]), lambda a: tf.reverse(a, [2]),
                                 lambda a: tf.transpose(a, [0, 1, 3, 2]))):

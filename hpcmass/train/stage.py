@@ -62,7 +62,7 @@ def read_inputs(workdir, params_file) -> tuple[np.ndarray, np.ndarray, np.ndarra
     with Store.read(workdir) as s:
         for stage in ("catalog", "observe", "dataset"):
             s.require_complete(stage, params_file)
-        images, log_m500c, folds = load_observations(s).counts, load_catalog(s).log_m500c, load_folds(s)
+        images, log_m500c, folds = load_observations(s).network_input, load_catalog(s).log_m500c, load_folds(s)
     if not images.shape[0] == log_m500c.size == folds.size:
         raise StageError(f"{workdir}: the store holds {images.shape[0]} images, {log_m500c.size} masses and "
                          f"{folds.size} fold labels; re-run `hpcmass dataset`")
