@@ -80,7 +80,8 @@ def blank_sky_fields(workdir, params, seeds, log=None):
         with contextlib.chdir(scratch), simulate.quiet_libraries():  # SOXS prefers same-named files in the cwd
             logging.getLogger("soxs").setLevel(logging.ERROR)  # not its warning, once per field, that no source was given
             for seed in seeds:
-                yield setup, *simulate.sky_field(setup, scratch / "blank_evt.fits", np.random.default_rng(seed))
+                evt, view = simulate.sky_field(setup, scratch / "blank_evt.fits", np.random.default_rng(seed))
+                yield setup, evt, view
 
 
 def run(workdir, params, comm=None, *, restart_from: str | None = None, log=None) -> dict:

@@ -116,8 +116,9 @@ def checked_image(binned, domain: dict) -> tuple[np.ndarray, np.ndarray, list, f
     image = (counts if exposure.scale_from_ks is None else
              at_exposure(counts, exposure.scale_from_ks, domain["exposure"]["training_ks"]))
     ap = checks.apertures(counts.shape[-1])
-    return counts, image, [exposure.verdict, checks.coverage_verdict(checks.field_coverage(counts), domain),
-                           checks.cluster_verdict(checks.extended_significance(counts, ap), domain)], exposure.half_width
+    verdicts = [exposure.verdict, checks.coverage_verdict(checks.field_coverage(counts), domain),
+                checks.cluster_verdict(checks.extended_significance(counts, ap), domain)]
+    return counts, image, verdicts, exposure.half_width
 
 
 def predict_files(paths, bundle, center_radec=None, redshift: float | None = None) -> list[dict]:
@@ -157,7 +158,9 @@ def _reasons(row: dict, verdict: str) -> list[str]:
 
 def _exposure(image: dict) -> str:
     span = image.get("exposure_range_ks")  # absent from models exported before ranges existed
-    return f"{image['exposure_ks']:g} ks" if span is None else f"{span[0]:g}-{span[1]:g} ks scaled to {image['exposure_ks']:g}"
+    if span is None:
+        return f"{image['exposure_ks']:g} ks"
+    return f"{span[0]:g}-{span[1]:g} ks scaled to {image['exposure_ks']:g}"
 
 
 def format_table(rows: list[dict], bundle) -> str:

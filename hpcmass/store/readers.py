@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StageError
+from ..images import at_exposure
 from .core import Store
 from .layout import DONE, LAYOUT
-from ..images import at_exposure
 from .provenance import attr_value
 
 
