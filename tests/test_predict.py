@@ -380,6 +380,37 @@ def test_exported_directory_holds_models_geometry_and_the_computed_coverage(trai
 
 
 @pytest.mark.slow
+def test_the_out_of_distribution_reference_is_each_fold_models_training_features(trained):
+    """Recomputed here from the exported models and the store: each fold model's reference is the penultimate
+    features of its training clusters' views, each held-out image is scored by its test fold's model alone, and
+    the threshold and false alarms are the conformal quantile and its leave-one-fold-out count."""
+    from hpcmass.images import make_views
+    from hpcmass.predict import checks
+    from hpcmass.predict.bundle import load_bundle
+    from hpcmass.train.model import predict_with_features, with_features
+
+    wd, out, _, stdout = trained
+    bundle = load_bundle(out)
+    ood, ref = bundle.domain["ood"], bundle.feature_reference
+    assert ood["file"] == "features.npz" and ood["level"] == 0.95
+    assert (ref["mean"].shape, ref["precision"].shape, ref["heldout_scores"].shape) == ((3, 20), (3, 20, 20), (6, 3))
+    with h5py.File(wd / "store.h5", "r") as f:
+        images, folds = f["observe/images"][...], f["dataset/fold"][...]
+    for k, model in enumerate(bundle.models()):
+        _, features = predict_with_features(with_features(model), make_views(images))
+        features = features.reshape(6, 3, 8, 20)  # clusters, projections, views, units
+        mean, precision = checks.feature_reference(features[folds != k].reshape(-1, 20))
+        np.testing.assert_allclose(ref["mean"][k], mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ref["heldout_scores"][folds == k],
+                                   checks.feature_distance(features[folds == k], mean, precision), rtol=1e-4)
+    held = ref["heldout_scores"]
+    assert ood["warn_above"] == held.max()  # 18 images: the 95% conformal quantile is the largest
+    alarms = sum(int((held[folds == k] > held[folds != k].max()).sum()) for k in range(3))
+    assert ood["heldout"]["false_alarms"] == alarms and ood["heldout"]["n_warned"] == 0
+    assert f"false alarms on held-out images {alarms}/18 (leave-one-fold-out)" in stdout
+
+
+@pytest.mark.slow
 def test_predicting_the_observe_stage_event_files_equals_predicting_its_images(trained, tmp_path):
     from hpcmass.predict.bundle import load_bundle
 
@@ -406,9 +437,10 @@ def test_predicting_the_observe_stage_event_files_equals_predicting_its_images(t
     bundle = load_bundle(moved)
     assert images.shape == (3, 3, 32, 32)  # projections, bands, pixels, pixels
     assert [m.count_params() for m in bundle.models()] == [58_725] * 3  # 3 bands: 2 x 144 more than the paper's
-    mine = bundle.predict(images)  # (3 projections, 3 models, 8 views) from the store's images
+    mine, scores = bundle.predict(images)  # (3 projections, 3 models, 8 views) from the store's images
     for a, row in enumerate(rows):
         iv = interval(mine[a], bundle.calibration.half_width)
+        assert row["checks"]["ood"]["value"] == pytest.approx(scores[a], rel=1e-4)
         assert row["center_rule"] == "given" and row["counts_in_image"] == images[a].sum()
         assert row["per_fold_log_m500c"] == pytest.approx(iv.per_fold, abs=1e-6)
         assert (row["log_m500c"], row["lower"], row["upper"]) == pytest.approx((iv.central, iv.lower, iv.upper),
@@ -444,6 +476,24 @@ def test_export_and_predict_say_what_to_run_first(trained, tmp_path):
     empty = tmp_path / "empty"
     proc = hpcmass("export-model", "--workdir", empty, env=env)
     assert proc.returncode == 2 and "no store here" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_model_exported_before_the_out_of_distribution_score_is_warned_not_checked(trained, tmp_path):
+    wd, out, env, _ = trained
+    model = shutil.copytree(out, tmp_path / "model")
+    (model / "features.npz").unlink()
+    events = wd / "observe" / "events" / "cluster000004_x_evt.fits"
+    proc = hpcmass("predict", events, "--model", model, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(f"{model}: file(s) missing: features.npz")
+    manifest = json.loads((model / "model.json").read_text())
+    del manifest["domain"]["ood"]
+    (model / "model.json").write_text(json.dumps(manifest))
+    proc = hpcmass("predict", events, "--model", model, "--json", tmp_path / "p.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((tmp_path / "p.json").read_text())["predictions"][0]
+    assert row["verdict"] == "warn" and row["log_m500c"] is not None
+    assert row["checks"]["ood"]["value"] is None and "exported before this check existed" in proc.stdout
 
 
 @pytest.mark.slow
@@ -491,7 +541,7 @@ def test_a_model_of_an_exposure_range_is_calibrated_by_exposure_and_predicts_sca
     assert row["exposure_s"] == pytest.approx(1e3 * view_ks[cluster, 0], rel=1e-6)
     check = row["checks"]["exposure"]
     assert check["verdict"] == "ok" and "counts scaled to 50 ks as the training images" in check["reason"]
-    mine = bundle.predict(at_exposure(counts[cluster, 0], view_ks[cluster, 0], 50.0)[None])[0]
+    mine = bundle.predict(at_exposure(counts[cluster, 0], view_ks[cluster, 0], 50.0)[None])[0][0]
     assert row["per_fold_log_m500c"] == pytest.approx(mine.mean(axis=-1), abs=1e-5)
 
 
@@ -548,6 +598,7 @@ def test_predict_refuses_blank_sky_a_point_source_and_a_quarter_field(trained, s
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
     assert [r["verdict"] for r in rows] == ["refuse"] * 3 and all(r["log_m500c"] is None for r in rows)
+    assert all(r["checks"]["ood"]["value"] > 0 for r in rows)  # scored all the same
     blank_row, point_row, quarter_row = rows
     for r in (blank_row, point_row):
         assert r["checks"]["cluster"]["verdict"] == "refuse", r["checks"]
@@ -582,6 +633,7 @@ def test_held_out_mocks_pass_the_domain_checks_and_keep_their_coverage(trained, 
     assert all(r["verdict"] != "refuse" for r in rows), [r["checks"] for r in rows if r["verdict"] == "refuse"]
     assert all(r["checks"]["exposure"] == {"check": "exposure", "verdict": "ok", "value": 1.0,
                                            "reason": "100 ks, trained on 100 ks"} for r in rows)
+    assert all(r["checks"]["ood"]["verdict"] == "ok" for r in rows), [r["checks"]["ood"] for r in rows]
     dom = json.loads((out / "model.json").read_text())["domain"]
     assert dom["seeds"]["run_seed"] == 12345
     acc = dom["heldout_accepted"]

@@ -162,3 +162,46 @@ def test_coverage_and_cluster_verdicts_and_the_worst_of_them():
     assert [v.verdict for v in det] == ["ok", "refuse", "refuse"]
     assert det[1].reason.startswith("no cluster detected: extended emission at 2.0 (threshold 6.4")
     assert checks.worst(cov[:2]) == "warn" and checks.worst(cov + det) == "refuse" and checks.worst(det[:1]) == "ok"
+
+
+def test_feature_distance_is_the_squared_mahalanobis_distance_averaged_over_views():
+    rng = np.random.default_rng(3)
+    cov = np.array([[4.0, 1.2, 0.0], [1.2, 1.0, 0.0], [0.0, 0.0, 0.25]])
+    train = rng.multivariate_normal([1.0, -2.0, 0.5], cov, size=20_000)
+    mean, precision = checks.feature_reference(train)
+    np.testing.assert_allclose(mean, [1.0, -2.0, 0.5], atol=0.03)
+    np.testing.assert_allclose(np.linalg.inv(precision), cov + 1e-3 * np.trace(cov) / 3 * np.eye(3), rtol=0.03,
+                               atol=0.03)
+    # Unseen draws of the same distribution: chi-squared with 3 degrees of freedom, mean 3, per view.
+    views = rng.multivariate_normal([1.0, -2.0, 0.5], cov, size=(4000, 8))
+    d = checks.feature_distance(views, mean, precision)
+    assert d.shape == (4000,) and np.mean(d) == pytest.approx(3.0, rel=0.02)
+    assert np.var(d) == pytest.approx(2 * 3 / 8, rel=0.08)  # the mean of 8 chi2(3): variance 6/8
+    # One standard deviation along the third axis, in every view: distance 1.
+    shifted = np.broadcast_to(mean + [0.0, 0.0, 0.5], (8, 3))
+    assert checks.feature_distance(shifted, mean, precision) == pytest.approx(1.0, rel=0.03)
+
+
+def test_a_dead_unit_keeps_the_reference_invertible_and_weighs_an_image_that_wakes_it():
+    rng = np.random.default_rng(4)
+    train = np.column_stack([rng.normal(size=500), rng.normal(size=500), np.zeros(500)])  # unit 3 never fires
+    mean, precision = checks.feature_reference(train)
+    assert np.isfinite(precision).all()
+    woken = checks.feature_distance(np.array([[0.0, 0.0, 0.1]]), mean, precision)
+    # 0.1 of a unit whose variance is the ridge alone, 1e-3 of the mean variance (2/3): 0.01 / 6.7e-4 = 15.
+    assert woken == pytest.approx(15.0, rel=0.1)
+
+
+OOD_DOMAIN = {"ood": {"warn_above": 30.0, "level": 0.95}}
+
+
+def test_ood_verdicts_rank_the_image_against_held_out_mocks_and_only_warn():
+    held = np.arange(1.0, 101.0) * 0.3  # held-out scores 0.3 ... 30
+    ok = checks.ood_verdict(15.1, OOD_DOMAIN, held)
+    assert (ok.check, ok.verdict, ok.value) == ("ood", "ok", 15.1)
+    assert "farther than 50% of held-out mocks; warned above 30, their 95% quantile" in ok.reason
+    far = checks.ood_verdict(120.0, OOD_DOMAIN, held)
+    assert far.verdict == "warn" and far.reason.startswith("unlike the training images: penultimate features at 120")
+    assert "farther than 100% of held-out mocks" in far.reason
+    old = checks.ood_verdict(None, {}, None)
+    assert old.verdict == "warn" and old.value is None and "exported before this check existed" in old.reason

@@ -29,7 +29,8 @@ from hpcmass.train.stage import requested_folds  # noqa: E402
 from hpcmass.train.files import checkpoint_dir, model_path, result_path  # noqa: E402
 from hpcmass.train.fold import train_fold  # noqa: E402
 from hpcmass.train.model import (PAPER_PARAMETERS, build_model, expected_parameters, load_fold_model,  # noqa: E402
-                                 predict_log_m500c, save_model_atomic, trainable_parameters)
+                                 predict_log_m500c, predict_with_features, save_model_atomic,
+                                 trainable_parameters, with_features)
 from hpcmass.train.results import merge, read_result, retry_busy, write_result  # noqa: E402
 from hpcmass.train.stopping import Decision, decide, evaluate, evaluate_params  # noqa: E402
 
@@ -83,6 +84,12 @@ def test_predictions_and_gradients_are_in_raw_counts(tmp_path):
         y = tf.reduce_sum(loaded(x, training=False))
     grad = tape.gradient(y, x).numpy()
     assert grad.shape == (3, 1, 24, 24) and np.isfinite(grad).all() and np.abs(grad).max() > 0
+    # The penultimate features: dense20's activations, from which the output layer gives the same prediction.
+    both, features = predict_with_features(with_features(loaded), counts)
+    assert features.shape == (2, 3, 20) and (features >= 0).all()  # ReLU
+    np.testing.assert_array_equal(both, pred)
+    w, b = loaded.get_layer("log_m500c").get_weights()
+    np.testing.assert_allclose(features @ w[:, 0] + b[0], pred, rtol=0, atol=1e-5)
     missing = re.escape(f"{model_path(tmp_path, 5)}: no trained model for fold 5; run `hpcmass train --fold 5`")
     with pytest.raises(StageError, match=missing):
         load_fold_model(tmp_path, 5)

@@ -9,6 +9,8 @@ domain checks; all are refused)::
     params.yaml         the resolved params the models were trained with
     fold_KK.keras       the model each cross-validation fold kept (raw counts (bands, P, P) in, log10 M500c out;
                         the input scaling is its first layer)
+    features.npz        the out-of-distribution score's reference: each fold model's training features (mean,
+                        precision) and the held-out images' scores (absent from models exported before it)
     heldout.csv         per held-out image (cluster, projection): truth, held-out prediction, view
                         spread, out-of-sample interval, covered
     report_clusters.csv the report stage's per-cluster table (when the report was made)
@@ -22,6 +24,7 @@ import csv
 import json
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +37,9 @@ from ..params import load_params
 from ..store import Store, git_commit, package_versions, stage_dir, utc_now
 from ..store.readers import load_catalog, load_folds, load_observations, load_predictions
 from ..train.files import model_path
+from . import checks
 from .calibration import Calibration, HeldOut, calibrate
-from .domain import BLANK_FIELDS, calibrate_domain
+from .domain import BLANK_FIELDS, FEATURES_FILE, calibrate_domain
 
 FORMAT = "hpcmass-model/4"
 MANIFEST = "model.json"
@@ -77,9 +81,10 @@ def export_model(workdir, out, params_file: str | None = None, log=None, blank_f
                 raise StageError(f"{src}: fold {k}'s model is missing; re-run `hpcmass train --fold {k}`")
             models.append(f"fold_{k:02d}.keras")
             shutil.copy2(src, tmp / models[-1])
-        domain = calibrate_domain(workdir, params, observations, cat["log_m500c"], folds, pred,
-                                  load_models([tmp / m for m in models], (len(p.bands), pixels, pixels)),
-                                  blank_fields, log)
+        domain, features = calibrate_domain(workdir, params, observations, cat["log_m500c"], folds, pred,
+                                            load_models([tmp / m for m in models], (len(p.bands), pixels, pixels)),
+                                            blank_fields, log)
+        np.savez(tmp / FEATURES_FILE, **features)
         _write_heldout(tmp / "heldout.csv", held, cat["cluster_id"], p.axes)
         report_csv = stage_dir(workdir, "report") / "clusters.csv"
         if report_done and report_csv.exists():
@@ -185,12 +190,30 @@ class ModelBundle:
             self._models = load_models([self.path / name for name in self.manifest["models"]], shape)
         return self._models
 
-    def predict(self, images) -> np.ndarray:
-        """``(n, models, 8)`` log10 M500c of every fold model on the 8 views of each image ``(n, bands, P, P)``."""
-        from ..train.model import predict_log_m500c
+    def predict(self, images) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(n, models, 8)`` log10 M500c of every fold model on the 8 views of each image ``(n, bands, P, P)``,
+        and each image's out-of-distribution score ``(n,)`` (the median over the models of
+        :func:`~hpcmass.predict.checks.feature_distance`; None for a model exported before the score existed)."""
+        from ..train.model import predict_with_features, with_features
 
+        reference = self.feature_reference
         views = make_views(np.asarray(images)[:, None])  # (n, 8, bands, P, P)
-        return np.stack([predict_log_m500c(m, views) for m in self.models()], axis=1)
+        pred, scores = [], []
+        for k, m in enumerate(self.models()):
+            p, features = predict_with_features(with_features(m), views)
+            pred.append(p)
+            if reference is not None:
+                scores.append(checks.feature_distance(features, reference["mean"][k], reference["precision"][k]))
+        return np.stack(pred, axis=1), (np.median(scores, axis=0) if scores else None)
+
+    @cached_property
+    def feature_reference(self) -> dict | None:
+        """The arrays of the out-of-distribution score (:func:`~hpcmass.predict.domain.feature_calibration`), or
+        None for a model exported before it."""
+        if "ood" not in self.domain:
+            return None
+        with np.load(self.path / self.domain["ood"]["file"]) as f:
+            return {k: f[k] for k in f.files}
 
 
 def load_models(paths, shape: tuple[int, int, int]) -> list:
@@ -233,7 +256,8 @@ def load_bundle(path) -> ModelBundle:
     if manifest.get("format") != FORMAT:
         raise InputError(f"{manifest_path}: format {manifest.get('format')!r}, this hpcmass reads {FORMAT!r}; predict "
                          f"with the hpcmass that exported it, or run the pipeline and export with this one")
-    missing = [m for m in manifest["models"] if not (path / m).exists()]
+    needed = manifest["models"] + ([manifest["domain"]["ood"]["file"]] if "ood" in manifest["domain"] else [])
+    missing = [m for m in needed if not (path / m).exists()]
     if missing:
-        raise InputError(f"{path}: model file(s) missing: {', '.join(missing)}")
+        raise InputError(f"{path}: file(s) missing: {', '.join(missing)}")
     return ModelBundle(path, manifest)

@@ -19,6 +19,14 @@ observation, and the verdicts ``hpcmass predict`` gives with the thresholds that
   statistic -1.5 on blank fields). Only cells inside the footprint count, not those on its edge
   (:func:`_inner_cells`): on blank-sky mocks centred on their X-ray peak, the partly covered edge
   cells biased the statistic by +5 sigma on average.
+- **Out of distribution**: how far the network's penultimate features (the last hidden layer's 20
+  activations) of the image's 8 views lie from those of the training images, as the squared Mahalanobis
+  distance of each view from the training views' mean and covariance (:func:`feature_reference`), averaged
+  over the 8 views. A cluster image the models read like their training mocks lies inside the training
+  features' cloud; one they read differently (a mock of another instrument model, an exposure they were not
+  trained at) lies outside it in directions the mass does not explain. Held-out images set the warning
+  threshold (:mod:`hpcmass.predict.domain`): the score ranks the image against the scores of images no
+  model had seen.
 - **Perturbations** used to calibrate the verdicts on held-out images: :func:`thin` (a shorter
   exposure: binomial thinning of counts is exactly the statistics of an observation
   ``fraction`` times as long, background included) and :func:`cut_strip` (a field that stops
@@ -135,6 +143,27 @@ def extended_significance(image, ap: Apertures) -> float:
     return float(excess / math.sqrt(rate * n_ann * (1.0 + n_ann / n_bkg)))
 
 
+#: Ridge added to the training features' covariance, a fraction of their mean variance: it keeps the covariance
+#: invertible where units are dead (no training view activates them), at a large weight for an image that does.
+FEATURE_RIDGE = 1e-3
+
+
+def feature_reference(features) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(d,)`` and precision ``(d, d)`` (inverse covariance with :data:`FEATURE_RIDGE`) of training
+    features ``(m, d)``."""
+    features = np.asarray(features, dtype=np.float64)
+    cov = np.atleast_2d(np.cov(features, rowvar=False))
+    cov += FEATURE_RIDGE * max(float(np.trace(cov)) / cov.shape[0], np.finfo(float).tiny) * np.eye(cov.shape[0])
+    return features.mean(axis=0), np.linalg.inv(cov)
+
+
+def feature_distance(features, mean, precision) -> np.ndarray:
+    """Squared Mahalanobis distance of views' features ``(..., views, d)`` from a reference, averaged over the
+    views: ``(...)``."""
+    z = np.asarray(features, dtype=np.float64) - mean
+    return np.einsum("...i,ij,...j->...", z, precision, z).mean(axis=-1)
+
+
 def thin(images, fraction: float, rng) -> np.ndarray:
     """Counts of an exposure ``fraction`` (<= 1) times as long: each count kept with that probability."""
     return rng.binomial(np.asarray(images), fraction).astype(np.int32)
@@ -224,6 +253,23 @@ def cluster_verdict(significance: float, domain: dict) -> Verdict:
     if significance < threshold:
         return Verdict("cluster", "refuse", significance, f"no cluster detected: {text}")
     return Verdict("cluster", "ok", significance, text)
+
+
+def ood_verdict(score: float | None, domain: dict, heldout_scores=None) -> Verdict:
+    """The out-of-distribution check of an image's score (the median over the fold models of
+    :func:`feature_distance`), against the held-out images' ``heldout_scores``. A warning only: how much a
+    prediction beyond the threshold is off depends on what differs, which no held-out mock measures."""
+    cal = domain.get("ood")  # models exported before the check existed have none
+    if cal is None or score is None:
+        return Verdict("ood", "warn", None, "not checked: the model was exported before this check existed; "
+                                            "export it again with `hpcmass export-model`")
+    rank = 100 * float(np.mean(np.asarray(heldout_scores) < score))
+    text = (f"penultimate features at {score:.3g} from the training images' (farther than {rank:.0f}% of held-out "
+            f"mocks; warned above {cal['warn_above']:.3g}, their {100 * cal['level']:.0f}% quantile)")
+    if score > cal["warn_above"]:
+        return Verdict("ood", "warn", score, f"unlike the training images: {text}; the mass may be biased beyond "
+                                             f"the interval")
+    return Verdict("ood", "ok", score, text)
 
 
 def worst(verdicts) -> str:

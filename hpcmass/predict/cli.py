@@ -9,8 +9,9 @@ Before the models see it, each image passes the domain checks (:mod:`hpcmass.pre
 measured at export: :mod:`hpcmass.predict.domain`), each a verdict ``ok``/``warn``/``refuse`` in the
 table, JSON and CSV: exposure (a longer one thinned to the training exposure, a shorter one's interval
 widened as calibrated, below the calibrated range refused; for models trained on a range of exposures,
-the counts scaled to their reference exposure as the training images were), field coverage, and extended emission
-(no cluster detected: refused). A refused file gets no mass.
+the counts scaled to their reference exposure as the training images were), field coverage, extended emission
+(no cluster detected: refused) and, a warning only, how unlike the training images the network finds it (its
+penultimate features against the training images'). A refused file gets no mass.
 """
 
 from __future__ import annotations
@@ -129,23 +130,26 @@ def predict_files(paths, bundle, center_radec=None, redshift: float | None = Non
 
     img = bundle.image
     instrume = [check_instrument(p, bundle.instrument) for p in paths]
-    rows, images = [], []
+    rows, images, verdicts_of = [], [], []
     for path in paths:
         b = bin_event_file(path, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], bands=img["bands_kev"],
                            center_radec=center_radec)
         counts, image, verdicts, half_width = checked_image(b, bundle.domain)
         rows.append({"file": str(path), "center_ra_deg": b.center_radec[0], "center_dec_deg": b.center_radec[1],
                      "center_rule": b.center_rule, "counts_in_image": int(counts.sum()), "exposure_s": b.exposure_s,
-                     "verdict": checks.worst(verdicts), "checks": {v.check: v.as_dict() for v in verdicts},
-                     "half_width_dex": half_width, **dict.fromkeys(ESTIMATE), "per_fold_log_m500c": [],
-                     "warnings": []})
+                     "verdict": None, "checks": None, "half_width_dex": half_width, **dict.fromkeys(ESTIMATE),
+                     "per_fold_log_m500c": [], "warnings": []})
         images.append(image)
-    accepted = [i for i, r in enumerate(rows) if r["verdict"] != "refuse"]
-    if accepted:
-        pred = bundle.predict(np.stack([images[i] for i in accepted]))  # (files, models, 8)
-        for i, p in zip(accepted, pred):
-            row = rows[i]
-            iv = interval(p, row["half_width_dex"])
+        verdicts_of.append(verdicts)
+    # Every image is scored, a refused one too: how unlike the training images it is says something of it.
+    pred, scores = bundle.predict(np.stack(images))  # (files, models, 8), (files,)
+    reference = bundle.feature_reference
+    for i, row in enumerate(rows):
+        verdicts = verdicts_of[i] + [checks.ood_verdict(None if scores is None else float(scores[i]), bundle.domain,
+                                                        None if reference is None else reference["heldout_scores"])]
+        row.update(verdict=checks.worst(verdicts), checks={v.check: v.as_dict() for v in verdicts})
+        if row["verdict"] != "refuse":
+            iv = interval(pred[i], row["half_width_dex"])
             row.update(log_m500c=iv.central, lower=iv.lower, upper=iv.upper, m500c_msun=10 ** iv.central,
                        view_spread_dex=iv.view_spread, fold_spread_dex=iv.fold_spread, per_fold_log_m500c=iv.per_fold)
             row["warnings"] = warnings_for(row, bundle, redshift, instrume[i])

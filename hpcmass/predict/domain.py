@@ -22,6 +22,12 @@
   span it, and are calibrated in :data:`EXPOSURE_BINS` bins of their own exposure (equal numbers of
   images); predict interpolates the half-width between the bins' median exposures and refuses outside
   the range.
+- **Out of distribution**: each fold model's penultimate features of the views of its training images
+  are the reference (their mean and covariance); the held-out images, scored by their test fold's
+  model alone (:func:`feature_calibration`), set the warning threshold: their split-conformal
+  :data:`OOD_LEVEL` quantile, so that an image like the training mocks is warned with probability
+  at most 1 - :data:`OOD_LEVEL`. The false-alarm rate is measured leave-one-fold-out, as the interval's
+  coverage. Predict scores an image by the median over the fold models, none of which saw it.
 
 Everything random is seeded from the run's seed; the same store exports the same thresholds.
 """
@@ -33,8 +39,10 @@ import numpy as np
 from ..images import VIEWS_PER_AXIS, make_views
 from ..seeding import int_seed, rng
 from . import checks
-from .calibration import calibrate
+from .calibration import calibrate, conformal_quantile
 
+#: The model directory's file of the out-of-distribution score's reference (:func:`feature_calibration`).
+FEATURES_FILE = "features.npz"
 #: Blank-sky mocks made per export: half set the detection threshold, half measure its false-positive rate.
 BLANK_FIELDS = 100
 #: The detection threshold: the calibration blank fields' mean significance plus this many standard deviations.
@@ -47,6 +55,8 @@ EXPOSURE_BINS = 3
 STRIP_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.5)
 #: The most the held-out interval's coverage may drop (as a fraction) for an image to be accepted.
 MAX_COVERAGE_DROP = 0.05
+#: The held-out images' quantile of the out-of-distribution score above which an image is warned.
+OOD_LEVEL = 0.95
 
 
 def blank_sky_images(workdir, params, n: int, log=None, key: str = "blank-sky") -> np.ndarray:
@@ -74,6 +84,50 @@ def heldout_predictions(models, counts, folds) -> np.ndarray:
         mine = folds == k
         pred[mine] = predict_log_m500c(model, make_views(counts[mine]))
     return pred
+
+
+def feature_calibration(models, images, folds, pred, truth) -> tuple[dict, dict]:
+    """The out-of-distribution score's reference and warning threshold, from images ``(n, axes, bands, P, P)``
+    as the models take them: the ``domain.ood`` block of model.json and the arrays predict reads (each fold
+    model's training-feature ``mean`` ``(K, d)`` and ``precision`` ``(K, d, d)``, and the held-out images'
+    scores ``(n, axes)``). ``pred`` ``(n, 8·axes)`` and ``truth``: the held-out predictions, to measure how far
+    off the warned images are."""
+    from ..train.model import predict_with_features, with_features
+
+    n, n_axes = images.shape[:2]
+    held = np.full((n, n_axes), np.nan)
+    means, precisions = [], []
+    for k, model in enumerate(models):
+        _, features = predict_with_features(with_features(model), make_views(images))
+        features = features.reshape(n, n_axes, VIEWS_PER_AXIS, -1)
+        mean, precision = checks.feature_reference(features[folds != k].reshape(-1, features.shape[-1]))
+        held[folds == k] = checks.feature_distance(features[folds == k], mean, precision)
+        means.append(mean)
+        precisions.append(precision)
+    threshold = conformal_quantile(held, OOD_LEVEL)
+    image_fold = np.broadcast_to(folds[:, None], held.shape)
+    alarms = sum(int(np.count_nonzero(held[image_fold == k] > conformal_quantile(held[image_fold != k], OOD_LEVEL)))
+                 for k in np.unique(folds))
+    warned = held > threshold
+    delta = pred.reshape(n, n_axes, VIEWS_PER_AXIS).mean(axis=-1) - np.asarray(truth)[:, None]
+
+    def rms(mask) -> float | None:
+        return float(np.sqrt(np.mean(delta[mask] ** 2))) if mask.any() else None
+
+    block = {"features": f"the fold model's last hidden layer ({means[0].size} units) on the image's "
+                         f"{VIEWS_PER_AXIS} views",
+             "score": "squared Mahalanobis distance from the model's training views' features (covariance + "
+                      f"{checks.FEATURE_RIDGE:g} of its mean variance), averaged over the views; predict: the median "
+                      "over the fold models",
+             "level": OOD_LEVEL, "warn_above": threshold, "rule": f"the held-out images' split-conformal "
+             f"{OOD_LEVEL:g} quantile (each scored by its test fold's model)",
+             "heldout": {"n_images": int(held.size), "median": float(np.median(held)), "max": float(held.max()),
+                         "false_alarms": alarms, "false_alarm_rate": alarms / held.size,
+                         "false_alarm_rule": "threshold from the other folds' held-out images",
+                         "rms_delta_warned": rms(warned), "rms_delta_not_warned": rms(~warned),
+                         "n_warned": int(warned.sum())},
+             "file": FEATURES_FILE}
+    return block, {"mean": np.array(means), "precision": np.array(precisions), "heldout_scores": held}
 
 
 def _upper_limit(k: int, n: int, level: float = 0.95) -> float:
@@ -126,10 +180,10 @@ def exposure_bins(pred, truth, folds, view_ks, reference_ks: float, full) -> lis
 
 
 def calibrate_domain(workdir, params, observations, truth, folds, pred, models, blank_fields: int = BLANK_FIELDS,
-                     log=None) -> dict:
-    """The ``domain`` block of model.json: thresholds and what they were measured on. ``observations`` are the
-    store's (:class:`~hpcmass.store.readers.Observations`), ``pred`` its held-out predictions ``(n, views)``,
-    ``models`` the fold models."""
+                     log=None) -> tuple[dict, dict]:
+    """The ``domain`` block of model.json (thresholds and what they were measured on) and the arrays of
+    :data:`FEATURES_FILE`. ``observations`` are the store's (:class:`~hpcmass.store.readers.Observations`),
+    ``pred`` its held-out predictions ``(n, views)``, ``models`` the fold models."""
     p, seed = params.observe, params.run.seed
     counts, images = observations.counts, observations.network_input
     flat = counts.reshape(-1, *counts.shape[2:])
@@ -184,13 +238,16 @@ def calibrate_domain(workdir, params, observations, truth, folds, pred, models, 
                 "training_median": float(np.median(train_cov)), "refuse_below": refuse_below,
                 "max_coverage_drop": MAX_COVERAGE_DROP, "strips": strips}
     accepted = (train_cov >= refuse_below) & (train_sig >= detection["threshold_sigma"])
+    if log:
+        log.info("domain checks: penultimate features of every image by every fold model")
+    ood, features = feature_calibration(models, images, folds, pred, truth)
     return {
         "seeds": {"run_seed": seed, "blank_sky": "int_seed(run_seed, 'blank-sky', i)",
                   "blank_sky_point_sources": "int_seed(run_seed, 'blank-sky-point-sources', i)",
                   "thinning": "rng(run_seed, 'domain', 'thin', fraction)"},
         "detection": detection, "coverage": coverage,
-        "exposure": exposure,
+        "exposure": exposure, "ood": ood,
         "heldout_accepted": {"images": int(accepted.sum()), "of": int(accepted.size),
                              "coverage": float(full.covered[accepted].mean()) if accepted.any() else None,
                              "coverage_all": full_cal.coverage},
-    }
+    }, features

@@ -51,6 +51,14 @@ def run(args, params, comm) -> int:
         print("interval by exposure (held-out images): " + "; ".join(
             f"{lv['exposure_ks'][0]:.3g}-{lv['exposure_ks'][1]:.3g} ks ±{lv['half_width']:.3f} dex, coverage "
             f"{100 * lv['coverage']:.1f}% ({lv['n_images']} images)" for lv in dom["exposure"]["levels"]))
+    ood = dom["ood"]
+    held = ood["heldout"]
+    off = ", ".join(f"{what} {held[key]:.3f} dex" for what, key in (("warned", "rms_delta_warned"),
+                                                                     ("the rest", "rms_delta_not_warned"))
+                    if held[key] is not None)
+    print(f"out of distribution: warned above {ood['warn_above']:.3g} (held-out {100 * ood['level']:.0f}% quantile; "
+          f"median {held['median']:.3g}); false alarms on held-out images {held['false_alarms']}/{held['n_images']} "
+          f"(leave-one-fold-out); held-out rms error {off}")
     acc = dom["heldout_accepted"]
     if acc["coverage"] is not None:
         print(f"held-out images the checks accept: {acc['images']}/{acc['of']}, interval coverage "

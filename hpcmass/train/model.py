@@ -114,11 +114,32 @@ def load_fold_model(workdir, fold: int) -> tf_keras.Sequential:
     return tf_keras.models.load_model(path, compile=False)
 
 
-def predict_log_m500c(model, counts, batch_size: int = 256) -> np.ndarray:
-    """log10 M500c for raw-count images ``(..., bands, P, P)`` (any leading shape), dropout off."""
+def with_features(model) -> tf_keras.Model:
+    """``model`` giving also its penultimate features, the last hidden layer's activations (``dense20``): outputs
+    ``[log10 M500c (batch, 1), features (batch, 20)]``, the same weights."""
+    return tf_keras.Model(model.inputs, [model.output, model.layers[-2].output])
+
+
+def _predict(model, counts, batch_size: int) -> list[np.ndarray]:
+    """Each output ``(..., width)`` of ``model`` for raw-count images ``(..., bands, P, P)`` (any leading shape),
+    dropout off."""
     counts = np.asarray(counts, dtype=np.float32)
     lead, image = counts.shape[:-3], counts.shape[-3:]
     flat = counts.reshape(-1, *image)
+    outputs = model.outputs
     if flat.shape[0] == 0:
-        return np.empty(lead, dtype=np.float32)
-    return model.predict(flat, batch_size=batch_size, verbose=0)[:, 0].reshape(lead)
+        return [np.empty((*lead, o.shape[-1]), dtype=np.float32) for o in outputs]
+    out = model.predict(flat, batch_size=batch_size, verbose=0)
+    return [o.reshape(*lead, o.shape[-1]) for o in (out if len(outputs) > 1 else [out])]
+
+
+def predict_log_m500c(model, counts, batch_size: int = 256) -> np.ndarray:
+    """log10 M500c for raw-count images ``(..., bands, P, P)`` (any leading shape), dropout off."""
+    return _predict(model, counts, batch_size)[0][..., 0]
+
+
+def predict_with_features(model, counts, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """log10 M500c ``(...)`` and penultimate features ``(..., 20)`` for raw-count images ``(..., bands, P, P)``
+    by a model of :func:`with_features`."""
+    pred, features = _predict(model, counts, batch_size)
+    return pred[..., 0], features
