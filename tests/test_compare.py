@@ -62,6 +62,8 @@ def test_the_difference_is_paired_on_the_same_resampled_clusters(runs):
     assert result["same"] == {"clusters": 12, "folds": 3, "seed": 12345, "views": 24}
     assert "observe.bands" in result["differences"] and "catalog" not in result["differences"]
     assert [r["parameters"] for r in result["runs"]] == [58_437, 58_725]
+    assert result["transfer"] == {"skipped": f"{one / 'model'}: no exported model; run `hpcmass export-model "
+                                             f"--workdir {one}`"}
     # unpaired runs would not cancel the sample's own scatter: one run against a shuffle of itself
     shuffled = paired_scatter_difference(delta, delta[::-1], 300, 1)
     assert shuffled["sigma_difference"] == pytest.approx(0.0, abs=1e-12)

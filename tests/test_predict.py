@@ -479,6 +479,40 @@ def test_export_and_predict_say_what_to_run_first(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_compare_reads_a_runs_images_through_its_exported_models_as_predict(trained):
+    """A run against itself: its exported models on its own images, each at its exposure through predict's
+    checks and its test fold's model, are the train stage's held-out predictions and the export's interval."""
+    from hpcmass.predict.bundle import load_bundle
+    from hpcmass.predict.transfer import through_model
+
+    wd, out, env, _ = trained
+    bundle = load_bundle(out)
+    with h5py.File(wd / "store.h5", "r") as f:
+        counts, held = f["observe/images"][...], f["train/pred_log_m500c"][...]
+        folds, truth = f["dataset/fold"][...], f["catalog/log_m500c"][...]
+    delta = held.reshape(6, 3, 8).mean(axis=2) - truth[:, None]
+    got = through_model(bundle, counts, np.full((6, 3), 100.0), folds, truth)
+    assert got["refused"] == {} and got["accepted"] == got["all"]
+    every = got["all"]
+    assert (every["n_images"], every["ood_warned"], every["rms_delta_ood_warned"]) == (18, 0, None)
+    assert (every["median_delta"], every["rms_delta"]) == pytest.approx((np.median(delta),
+                                                                         np.sqrt(np.mean(delta ** 2))), abs=1e-5)
+    assert every["inside"] == pytest.approx(np.mean(np.abs(delta) <= bundle.calibration.half_width))
+    # Stated twice as long, every image is thinned to half its counts first, as predict thins a longer file.
+    thinned = through_model(bundle, counts, np.full((6, 3), 200.0), folds, truth)["all"]
+    assert thinned["median_delta"] != pytest.approx(every["median_delta"], abs=1e-4)
+    shutil.copytree(out, wd / "model")
+    try:
+        proc = hpcmass("compare", wd, wd, env=env)
+    finally:
+        shutil.rmtree(wd / "model")
+    assert proc.returncode == 0, proc.stderr
+    row = (f"| {wd} → {wd} | {every['median_delta']:+.3f} | {every['rms_delta']:.3f} | {100 * every['inside']:.1f}% "
+           f"| 0/18 (none) |")
+    assert proc.stdout.count(row) == 4, proc.stdout
+
+
+@pytest.mark.slow
 def test_a_model_exported_before_the_out_of_distribution_score_is_warned_not_checked(trained, tmp_path):
     wd, out, env, _ = trained
     model = shutil.copytree(out, tmp_path / "model")

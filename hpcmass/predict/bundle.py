@@ -43,6 +43,8 @@ from .domain import BLANK_FIELDS, FEATURES_FILE, calibrate_domain
 
 FORMAT = "hpcmass-model/4"
 MANIFEST = "model.json"
+#: Where ``export-model`` writes in the workdir unless given ``--output`` (and where ``compare`` looks).
+DEFAULT_DIR = "model"
 _STAGES = ("catalog", "observe", "dataset", "train")
 
 

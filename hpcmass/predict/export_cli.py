@@ -27,12 +27,12 @@ def add_arguments(parser) -> None:
 def run(args, params, comm) -> int:
     if comm.Get_rank() != 0:
         return 0
-    from .bundle import export_model
+    from .bundle import DEFAULT_DIR, export_model
 
     if args.blank_fields < 4:
         raise ParamsError(f"--blank-fields {args.blank_fields}: expected at least 4 (half set the detection threshold, "
                           f"half measure its false-positive rate)")
-    out = args.output or Path(args.workdir) / "model"
+    out = args.output or Path(args.workdir) / DEFAULT_DIR
     manifest = export_model(args.workdir, out, args.params, log=get_logger(comm), blank_fields=args.blank_fields)
     cal, dom = manifest["calibration"], manifest["domain"]
     det, cov = dom["detection"], dom["coverage"]

@@ -8,6 +8,11 @@ Gaussian, 68% cluster-bootstrap interval, :mod:`.stats`) with the same bootstrap
 rows resample the same clusters. The difference of the two scatters is bootstrapped *paired* (each
 resample takes the same clusters from both runs): the scatter the sample itself brings, common to
 both, cancels, and the interval says whether the change helps on these clusters.
+
+When both runs have an exported model in ``<workdir>/model`` (``hpcmass export-model``), each run's
+models also read both runs' held-out images as ``hpcmass predict`` would (:mod:`hpcmass.predict.transfer`):
+how far off models trained on one kind of mock are on the other, what predict's checks refuse, and
+how many images the out-of-distribution score warns.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from ..errors import InputError
 from ..images import bands_label
 from ..store import Store, git_commit, utc_now
 from ..store.provenance import params_diff
-from ..store.readers import load_catalog, load_folds, load_predictions, stage_attrs
+from ..store.readers import load_catalog, load_folds, load_observations, load_predictions, stage_attrs
 from .stats import bootstrap_clusters, gaussian_fit, scatter_percent
 
 _NEEDS = ("catalog", "observe", "dataset", "train")
@@ -94,6 +99,44 @@ def paired_scatter_difference(delta_a: np.ndarray, delta_b: np.ndarray, n_resamp
             "n_clusters": int(rows.shape[0])}
 
 
+def transfers(a: Run, b: Run) -> dict:
+    """Each run's exported models (``<workdir>/model``) on both runs' held-out images as predict treats them
+    (:mod:`hpcmass.predict.transfer`): ``rows``, or why not (``skipped``)."""
+    from ..predict.bundle import DEFAULT_DIR, MANIFEST, load_bundle
+    from ..predict.transfer import through_model
+
+    bundles = []
+    for run in (a, b):
+        path = run.workdir / DEFAULT_DIR
+        again = f"run `hpcmass export-model --workdir {run.workdir}`"
+        if not (path / MANIFEST).exists():
+            return {"skipped": f"{path}: no exported model; {again}"}
+        try:
+            bundle = load_bundle(path)
+        except InputError as e:  # another format, a file missing: it says what to do
+            return {"skipped": str(e)}
+        if bundle.manifest["provenance"]["train"]["params_hash"] != run.train_attrs["params_hash"]:
+            return {"skipped": f"{path}: exported from another train stage than {run.workdir}'s; {again}"}
+        if "ood" not in bundle.domain:
+            return {"skipped": f"{path}: exported before the out-of-distribution score; {again}"}
+        bundles.append(bundle)
+    with Store.read(a.workdir) as sa, Store.read(b.workdir) as sb:
+        observations = [load_observations(sa), load_observations(sb)]
+    shapes = [o.counts.shape[2:] for o in observations]  # (bands, P, P)
+    if shapes[0] != shapes[1]:
+        return {"skipped": f"the runs' images differ in bands or pixels, {shapes[0]} against {shapes[1]} (bands, "
+                           f"pixels, pixels): one run's models cannot read the other's"}
+    rows = []
+    for models_run, bundle in zip((a, b), bundles):
+        for images_run, obs in zip((a, b), observations):
+            view_ks = (np.full(obs.counts.shape[:2], obs.exposure_ks) if obs.view_exposure_ks is None
+                       else obs.view_exposure_ks)
+            rows.append({"models": str(models_run.workdir), "images": str(images_run.workdir),
+                         **through_model(bundle, obs.counts, view_ks, a.folds, a.log_m500c)})
+    return {"rows": rows, "rule": "each image at its own exposure through predict's checks, predicted and scored "
+                                  "by its test fold's model; interval ± the model's h at that exposure"}
+
+
 def compare(workdir_a, workdir_b, n_resamples: int = 1000) -> dict:
     """The comparison of two runs (the rows, their paired difference and provenance) as plain values."""
     a, b = read_run(workdir_a), read_run(workdir_b)
@@ -116,6 +159,7 @@ def compare(workdir_a, workdir_b, n_resamples: int = 1000) -> dict:
         "runs": rows,
         "paired": paired_scatter_difference(a.delta, b.delta, n_resamples, a.seed),
         "bootstrap": {"resamples": n_resamples, "seed": a.seed, "unit": "cluster (a cluster's views together)"},
+        "transfer": transfers(a, b),
         "provenance": {"hpcmass_version": __version__, "git_commit": git_commit(), "utc": utc_now()},
     }
 
@@ -140,4 +184,26 @@ def format_markdown(result: dict) -> str:
     lines += ["", f"σ(second) − σ(first) = {p['sigma_difference']:+.4f} [{p['sigma_difference_lo']:+.4f}, "
                   f"{p['sigma_difference_hi']:+.4f}] dex ({p['percent_difference']:+.2f} points of scatter): paired "
                   f"cluster bootstrap, {result['bootstrap']['resamples']} resamples, 68% interval."]
-    return "\n".join(lines)
+    return "\n".join(lines + _transfer_lines(result["transfer"]))
+
+
+def _dex(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _transfer_lines(transfer: dict) -> list[str]:
+    if "skipped" in transfer:
+        return ["", f"Each run's models on the other's images: not compared; {transfer['skipped']}."]
+    lines = ["", f"Each run's exported models on both runs' held-out images ({transfer['rule']}):", "",
+             "| models → images | median δ [dex] | rms δ [dex] | inside ± h | refused (by check) | accepted: median δ, "
+             "inside ± h | out of distribution: warned, rms δ warned / not |", "|---|---|---|---|---|---|---|"]
+    for r in transfer["rows"]:
+        every, ok = r["all"], r["accepted"]
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(r["refused"].items())) or "none"
+        inside = "–" if ok["inside"] is None else f"{100 * ok['inside']:.1f}%"
+        median = "–" if ok["median_delta"] is None else f"{ok['median_delta']:+.3f}"
+        lines.append(f"| {r['models']} → {r['images']} | {every['median_delta']:+.3f} | {every['rms_delta']:.3f} | "
+                     f"{100 * every['inside']:.1f}% | {every['n_images'] - ok['n_images']}/{every['n_images']} "
+                     f"({refused}) | {median}, {inside} ({ok['n_images']}) | {every['ood_warned']}/{every['n_images']}, "
+                     f"{_dex(every['rms_delta_ood_warned'])} / {_dex(every['rms_delta_ood_not_warned'])} |")
+    return lines

@@ -9,7 +9,8 @@ from ..errors import ParamsError
 from ..mpi import get_logger
 
 HELP = ("two trained runs of the same clusters, folds and seed side by side: each CNN scatter with its 68% "
-        "interval and their paired-bootstrap difference (rank 0)")
+        "interval and their paired-bootstrap difference; with both runs' exported models, each on the other's "
+        "images (rank 0)")
 
 
 def add_arguments(parser) -> None:
