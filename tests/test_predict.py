@@ -498,6 +498,13 @@ def test_compare_reads_a_runs_images_through_its_exported_models_as_predict(trai
     assert (every["median_delta"], every["rms_delta"]) == pytest.approx((np.median(delta),
                                                                          np.sqrt(np.mean(delta ** 2))), abs=1e-5)
     assert every["inside"] == pytest.approx(np.mean(np.abs(delta) <= bundle.calibration.half_width))
+    # Each image scored by its test fold's model, as the export scored it: warned above the held-out median, the
+    # upper half of the export's held-out scores.
+    scores = bundle.feature_reference["heldout_scores"]
+    bundle.domain["ood"]["warn_above"] = float(np.median(scores))
+    halved = through_model(bundle, counts, np.full((6, 3), 100.0), folds, truth)["all"]
+    assert halved["ood_warned"] == 9 and halved["rms_delta_ood_warned"] == pytest.approx(
+        np.sqrt(np.mean(delta[scores > np.median(scores)] ** 2)), abs=1e-5)
     # Stated twice as long, every image is thinned to half its counts first, as predict thins a longer file.
     thinned = through_model(bundle, counts, np.full((6, 3), 200.0), folds, truth)["all"]
     assert thinned["median_delta"] != pytest.approx(every["median_delta"], abs=1e-4)

@@ -24,9 +24,9 @@ observation, and the verdicts ``hpcmass predict`` gives with the thresholds that
   distance of each view from the training views' mean and covariance (:func:`feature_reference`), averaged
   over the 8 views. A cluster image the models read like their training mocks lies inside the training
   features' cloud; one they read differently (a mock of another instrument model, an exposure they were not
-  trained at) lies outside it in directions the mass does not explain. Held-out images set the warning
-  threshold (:mod:`hpcmass.predict.domain`): the score ranks the image against the scores of images no
-  model had seen.
+  trained at) lies outside it, and so does a cluster beyond the training mass range. Held-out images set
+  the warning threshold (:mod:`hpcmass.predict.domain`): the score ranks the image against the scores of
+  images no model had seen.
 - **Perturbations** used to calibrate the verdicts on held-out images: :func:`thin` (a shorter
   exposure: binomial thinning of counts is exactly the statistics of an observation
   ``fraction`` times as long, background included) and :func:`cut_strip` (a field that stops

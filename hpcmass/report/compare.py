@@ -195,8 +195,9 @@ def _transfer_lines(transfer: dict) -> list[str]:
     if "skipped" in transfer:
         return ["", f"Each run's models on the other's images: not compared; {transfer['skipped']}."]
     lines = ["", f"Each run's exported models on both runs' held-out images ({transfer['rule']}):", "",
-             "| models → images | median δ [dex] | rms δ [dex] | inside ± h | refused (by check) | accepted: median δ, "
-             "inside ± h | out of distribution: warned, rms δ warned / not |", "|---|---|---|---|---|---|---|"]
+             "| models → images | median δ [dex] | rms δ [dex] | inside ± h | refused (by check) "
+             "| accepted: median δ, inside ± h | out of distribution: warned, rms δ warned / not |",
+             "|---|---|---|---|---|---|---|"]
     for r in transfer["rows"]:
         every, ok = r["all"], r["accepted"]
         refused = ", ".join(f"{k} {v}" for k, v in sorted(r["refused"].items())) or "none"
@@ -204,6 +205,7 @@ def _transfer_lines(transfer: dict) -> list[str]:
         median = "–" if ok["median_delta"] is None else f"{ok['median_delta']:+.3f}"
         lines.append(f"| {r['models']} → {r['images']} | {every['median_delta']:+.3f} | {every['rms_delta']:.3f} | "
                      f"{100 * every['inside']:.1f}% | {every['n_images'] - ok['n_images']}/{every['n_images']} "
-                     f"({refused}) | {median}, {inside} ({ok['n_images']}) | {every['ood_warned']}/{every['n_images']}, "
-                     f"{_dex(every['rms_delta_ood_warned'])} / {_dex(every['rms_delta_ood_not_warned'])} |")
+                     f"({refused}) | {median}, {inside} ({ok['n_images']}) | "
+                     f"{every['ood_warned']}/{every['n_images']}, {_dex(every['rms_delta_ood_warned'])} / "
+                     f"{_dex(every['rms_delta_ood_not_warned'])} |")
     return lines
