@@ -46,6 +46,12 @@ def image_statistics(pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return central, view, fold
 
 
+def rms(delta) -> float | None:
+    """Root mean square of residuals ``delta`` [dex]; None when there are none."""
+    delta = np.asarray(delta, dtype=np.float64)
+    return float(np.sqrt(np.mean(delta ** 2))) if delta.size else None
+
+
 def conformal_quantile(scores, level: float = NOMINAL) -> float:
     """Split-conformal quantile: the ⌈(n+1)·level⌉-th smallest score (the largest when n is too small)."""
     scores = np.sort(np.asarray(scores, dtype=np.float64).ravel())

@@ -39,7 +39,7 @@ import numpy as np
 from ..images import VIEWS_PER_AXIS, make_views
 from ..seeding import int_seed, rng
 from . import checks
-from .calibration import calibrate, conformal_quantile
+from .calibration import calibrate, conformal_quantile, rms
 
 #: The model directory's file of the out-of-distribution score's reference (:func:`feature_calibration`).
 FEATURES_FILE = "features.npz"
@@ -95,10 +95,11 @@ def feature_calibration(models, images, folds, pred, truth) -> tuple[dict, dict]
     from ..train.model import predict_with_features, with_features
 
     n, n_axes = images.shape[:2]
+    views = make_views(images)  # every model sees every image: its training ones are its reference
     held = np.full((n, n_axes), np.nan)
     means, precisions = [], []
     for k, model in enumerate(models):
-        _, features = predict_with_features(with_features(model), make_views(images))
+        _, features = predict_with_features(with_features(model), views)
         features = features.reshape(n, n_axes, VIEWS_PER_AXIS, -1)
         mean, precision = checks.feature_reference(features[folds != k].reshape(-1, features.shape[-1]))
         held[folds == k] = checks.feature_distance(features[folds == k], mean, precision)
@@ -110,10 +111,6 @@ def feature_calibration(models, images, folds, pred, truth) -> tuple[dict, dict]
                  for k in np.unique(folds))
     warned = held > threshold
     delta = pred.reshape(n, n_axes, VIEWS_PER_AXIS).mean(axis=-1) - np.asarray(truth)[:, None]
-
-    def rms(mask) -> float | None:
-        return float(np.sqrt(np.mean(delta[mask] ** 2))) if mask.any() else None
-
     block = {"features": f"the fold model's last hidden layer ({means[0].size} units) on the image's "
                          f"{VIEWS_PER_AXIS} views",
              "score": "squared Mahalanobis distance from the model's training views' features (covariance + "
@@ -124,7 +121,7 @@ def feature_calibration(models, images, folds, pred, truth) -> tuple[dict, dict]
              "heldout": {"n_images": int(held.size), "median": float(np.median(held)), "max": float(held.max()),
                          "false_alarms": alarms, "false_alarm_rate": alarms / held.size,
                          "false_alarm_rule": "threshold from the other folds' held-out images",
-                         "rms_delta_warned": rms(warned), "rms_delta_not_warned": rms(~warned),
+                         "rms_delta_warned": rms(delta[warned]), "rms_delta_not_warned": rms(delta[~warned]),
                          "n_warned": int(warned.sum())},
              "file": FEATURES_FILE}
     return block, {"mean": np.array(means), "precision": np.array(precisions), "heldout_scores": held}

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..images import VIEWS_PER_AXIS, make_views
 from . import checks
+from .calibration import rms
 from .cli import checked_image
 from .events import Binned
 
@@ -51,15 +52,13 @@ def through_model(bundle, counts, view_ks, folds, truth) -> dict:
     delta = central - np.asarray(truth)[:, None]
     warned = score > bundle.domain["ood"]["warn_above"]
 
-    def rms(mask) -> float | None:
-        return float(np.sqrt(np.mean(delta[mask] ** 2))) if mask.any() else None
-
     def summary(mask) -> dict:
         return {"n_images": int(mask.sum()), "median_delta": float(np.median(delta[mask])) if mask.any() else None,
-                "rms_delta": rms(mask),
+                "rms_delta": rms(delta[mask]),
                 "inside": float(np.mean(np.abs(delta[mask]) <= half[mask])) if mask.any() else None,
                 "ood_warned": int(np.count_nonzero(warned & mask)),
-                "rms_delta_ood_warned": rms(warned & mask), "rms_delta_ood_not_warned": rms(~warned & mask)}
+                "rms_delta_ood_warned": rms(delta[warned & mask]),
+                "rms_delta_ood_not_warned": rms(delta[~warned & mask])}
 
     return {"model": str(bundle.path), "refused": refused, "all": summary(np.ones_like(accepted)),
             "accepted": summary(accepted)}
