@@ -262,6 +262,88 @@ def bad_event_file(directory, kind):
     return path
 
 
+def map_wcs(shape, crval, block=4):
+    """The RA/Dec WCS of an exposure map ``shape`` in pixels of ``block`` sky pixels, tangent point ``crval`` at
+    its centre."""
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype, w.wcs.crval = ["RA---TAN", "DEC--TAN"], crval
+    w.wcs.cdelt = [-block * SKY_PIX, block * SKY_PIX]
+    w.wcs.crpix = [(shape[1] + 1) / 2, (shape[0] + 1) / 2]
+    return w
+
+
+def write_expmap(path, values, *, crval=(RA0, DEC0), wcs=True):
+    """An exposure map image [cm² s] (:func:`map_wcs`) in the primary HDU, as CIAO's fluximage writes it."""
+    from astropy.io import fits
+
+    fits.PrimaryHDU(values, map_wcs(values.shape, crval).to_header() if wcs else None).writeto(path)
+    return path
+
+
+def image_columns(map_shape, map_crval, center_xy):
+    """The image column (fractional, of GEOMETRY's field centred on sky pixel ``center_xy`` of write_events's
+    frame) of each map pixel's centre, through the sky: the map's WCS to RA/Dec, the events' to sky pixels."""
+    jj, ii = np.meshgrid(np.arange(map_shape[1]), np.arange(map_shape[0]))
+    ra, dec = map_wcs(map_shape, map_crval).wcs_pix2world(jj, ii, 0)
+    x, _ = imaging.Events(None, None, None, (4096.5, 4096.5), (RA0, DEC0), SKY_PIX, 0.0).wcs().wcs_world2pix(ra, dec, 1)
+    image_pixel = 20.0 / 60.0 / 128 / SKY_PIX  # sky pixels
+    return (x - (center_xy[0] - 64 * image_pixel)) / image_pixel
+
+
+@pytest.mark.parametrize("center_shift, map_crval", [(0, (RA0, DEC0)), (10, (RA0, DEC0)),
+                                                     (0, (RA0 + 1.0 / 60, DEC0 - 0.5 / 60))])
+def test_an_exposure_map_is_placed_on_the_image_through_the_sky(tmp_path, center_shift, map_crval):
+    """A map of its own binning (4 sky pixels) and tangent point, zero on the sky strip that image columns 70-73
+    (of the field centred on the tangent point) see: the image's exposure is nil on the columns the strip covers
+    whole, full away from it, and the strip moves with the image's centre."""
+    x, y, e = cluster_events(seed=4)
+    evt = write_events(tmp_path / "evt.fits", x, y, e)
+    values = np.full((800, 800), 4.2e5)  # 26' square, [cm^2 s]
+    column = image_columns(values.shape, map_crval, (4096.5, 4096.5)) // 1
+    values[(column >= 70) & (column <= 73)] = 0.0
+    expmap = write_expmap(tmp_path / "expmap.fits", values, crval=map_crval)
+    image_pixel = 20.0 / 60.0 / 128 / SKY_PIX
+    center = imaging.Events(None, None, None, (4096.5, 4096.5), (RA0, DEC0), SKY_PIX, 0.0).pixel_to_sky(
+        4096.5 + center_shift * image_pixel, 4096.5)
+    b = bin_event_file(evt, center_radec=center, expmap=expmap, **GEOMETRY)
+    assert b.exposure.shape == (128, 128) and b.exposure.dtype == np.float32
+    columns = b.exposure.mean(axis=0)
+    gap = np.arange(71, 73) - center_shift
+    np.testing.assert_array_equal(columns[gap], 0.0)
+    away = np.ones(128, bool)
+    away[gap[0] - 2: gap[-1] + 3] = False
+    np.testing.assert_array_equal(b.exposure[:, away], 1.0)  # fractions of the map's maximum
+    # The counts are binned as without a map.
+    np.testing.assert_array_equal(b.image, bin_event_file(evt, center_radec=center, **GEOMETRY).image)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "no such file"),
+    ("text", "not a FITS file"),
+    ("events", "not an exposure map (no 2-d image HDU; HDUs: PRIMARY, EVENTS)"),
+    ("no-wcs", "the exposure map has no RA/Dec WCS"),
+    ("zero", "the exposure map is zero everywhere"),
+    ("elsewhere", "the exposure map covers none of"),
+])
+def test_unusable_exposure_maps_are_refused_naming_the_file(tmp_path, kind, message):
+    x, y, e = cluster_events(n_cluster=500, n_background=500)
+    evt = write_events(tmp_path / "evt.fits", x, y, e)
+    path = tmp_path / f"{kind}.fits"
+    ones = np.ones((700, 700))
+    if kind == "text":
+        path.write_text("not a map\n")
+    elif kind == "events":
+        shutil.copy(evt, path)
+    elif kind in ("no-wcs", "zero", "elsewhere"):
+        write_expmap(path, 0 * ones if kind == "zero" else ones, wcs=kind != "no-wcs",
+                     crval=(RA0 + 1.0, DEC0) if kind == "elsewhere" else (RA0, DEC0))
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as exc:
+        bin_event_file(evt, center_radec=(RA0, DEC0), expmap=path, **GEOMETRY)
+    assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+
+
 def test_event_files_of_another_instrument_are_refused_naming_both(tmp_path):
     from hpcmass.predict.events import check_instrument
 
@@ -508,6 +590,9 @@ def test_compare_reads_a_runs_images_through_its_exported_models_as_predict(trai
     # Stated twice as long, every image is thinned to half its counts first, as predict thins a longer file.
     thinned = through_model(bundle, counts, np.full((6, 3), 200.0), folds, truth)["all"]
     assert thinned["median_delta"] != pytest.approx(every["median_delta"], abs=1e-4)
+    # With exposure maps, as predict --expmap: maps that say the detector saw none of the field refuse every image.
+    unseen = through_model(bundle, counts, np.full((6, 3), 100.0), folds, truth, np.zeros((6, 3, 32, 32)))
+    assert unseen["refused"] == {"coverage": 18, "cluster": 18} and unseen["accepted"]["n_images"] == 0
     shutil.copytree(out, wd / "model")
     try:
         proc = hpcmass("compare", wd, wd, env=env)
@@ -663,6 +748,53 @@ def test_predict_refuses_blank_sky_a_point_source_and_a_quarter_field(trained, s
     assert table[2]["coverage_verdict"] == "refuse" and float(table[2]["coverage_value"]) == coverage["value"]
 
 
+@pytest.fixture(scope="module")
+def exposure_maps(trained, sky_mocks, tmp_path_factory):
+    """SOXS's exposure maps of the sky mocks and of a held-out cluster's event file (the trained run's instrument,
+    set up in this process by sky_mocks), as an observer makes them for ``predict --expmap``."""
+    import contextlib
+    from pathlib import Path
+
+    from hpcmass.observe.simulate import quiet_libraries, write_exposure_map
+    from hpcmass.params import load_params
+
+    wd, out, _, _ = trained
+    scratch = tmp_path_factory.mktemp("expmaps")
+    files = [Path(shutil.copy(f, scratch)) for f in (*sky_mocks, wd / "observe" / "events" / "cluster000004_x_evt.fits")]
+    observe = load_params(out / "params.yaml").observe
+    with contextlib.chdir(scratch), quiet_libraries():
+        return [(f, write_exposure_map(f, observe)) for f in files]
+
+
+@pytest.mark.slow
+def test_predict_with_exposure_maps_uses_the_exposure_corrected_cluster_check(trained, exposure_maps, tmp_path):
+    from hpcmass.predict import checks
+
+    wd, out, env, _ = trained
+    events, maps = zip(*exposure_maps)
+    proc = hpcmass("predict", *events, "--model", out, "--expmap", *maps, "--json", tmp_path / "p.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    detection = json.loads((out / "model.json").read_text())["domain"]["detection"]["exposure_map"]
+    assert [r["exposure_map"] for r in rows] == [str(m) for m in maps]
+    assert [r["verdict"] for r in rows[:2]] == ["refuse"] * 2 and rows[2]["verdict"] != "refuse", (rows[2]["checks"], detection)
+    for row, evt, expmap in zip(rows, events, maps):
+        cluster = row["checks"]["cluster"]
+        assert cluster["reason"].endswith(f"(threshold {detection['threshold_sigma']:.1f}, from blank-sky mocks; "
+                                          f"exposure-corrected)")
+        b = bin_event_file(evt, center_radec=(row["center_ra_deg"], row["center_dec_deg"]), expmap=expmap,
+                           fov_arcmin=20.0, pixels=32, bands=THREE_BANDS)
+        assert cluster["value"] == pytest.approx(checks.extended_significance(b.image, checks.apertures(32),
+                                                                              b.exposure), rel=1e-9)
+        coverage = row["checks"]["coverage"]
+        assert coverage["value"] == checks.field_coverage(b.image, b.exposure)
+        assert coverage["reason"].startswith(f"{100 * coverage['value']:.0f}% of the field's cells exposed")
+    assert [r["checks"]["cluster"]["verdict"] for r in rows] == ["refuse", "refuse", "ok"]
+    # One map per event file, in order.
+    proc = hpcmass("predict", *events, "--model", out, "--expmap", maps[0], env=env)
+    assert proc.returncode == 2 and "--expmap: 1 exposure map(s) for 3 event file(s)" in proc.stderr
+
+
 @pytest.mark.slow
 def test_held_out_mocks_pass_the_domain_checks_and_keep_their_coverage(trained, tmp_path):
     wd, out, env, stdout = trained
@@ -684,6 +816,14 @@ def test_held_out_mocks_pass_the_domain_checks_and_keep_their_coverage(trained, 
     assert det["false_positives"] == 0 and det["completeness"] == 1.0
     assert det["blank_fields"]["mean"] < det["threshold_sigma"] < det["training_min_sigma"]
     assert "false positives 0/20 blank fields (95% upper limit 14%)" in stdout
+    # The exposure-corrected statistic's own threshold, from the same blank fields (the paper's one chip fills
+    # the field: their maps are flat), and the images it accepts.
+    exposed = det["exposure_map"]
+    assert (exposed["n_test"], exposed["with_point_sources"]["n_test"]) == (20, 20)
+    assert exposed["false_positives"] == 0 and exposed["completeness"] == 1.0
+    assert exposed["blank_fields"]["mean"] < exposed["threshold_sigma"] < exposed["training_min_sigma"]
+    assert acc["exposure_map"]["images"] == 18 and acc["exposure_map"]["coverage"] == acc["coverage"]
+    assert "with an exposure map (predict --expmap): threshold " in stdout
 
 
 @pytest.mark.slow

@@ -97,23 +97,42 @@ def image_from_events(events: Events, *, fov_arcmin: float, pixels: int, bands,
                      fov_arcmin=fov_arcmin, pixels=pixels, bands=bands)
 
 
-def exposure_fraction(expmap: np.ndarray, full: float, crpix: tuple[float, float], pixel_deg: float, *,
-                      fov_arcmin: float, pixels: int, oversample: int = 4) -> np.ndarray:
+def exposure_fraction(expmap: np.ndarray, full: float, map_pixel, *, fov_arcmin: float, pixels: int,
+                      oversample: int = 4) -> np.ndarray:
     """(pixels, pixels) fraction of the exposure each image pixel was on the detector: the mean of an exposure map
-    (an image in the sky pixels' orientation, ``pixel_deg`` square, tangent point at FITS pixel ``crpix``) over
-    ``oversample``² points of the pixel, nearest map pixel each, over ``full``, the map of a pixel on a chip
-    all along (SOXS's normalised map: the effective area). The image is the field centred on the tangent
-    point, as the observe stage bins its mocks."""
+    over ``oversample``² points of the pixel, nearest map pixel each, over ``full``, the map of a pixel on a chip
+    all along (SOXS's normalised map: the effective area). ``map_pixel(dx, dy)``: the map's 0-based column and
+    row of the points ``dx``, ``dy`` [deg] from the image's centre along the sky pixels' x and y
+    (:func:`tangent_map_pixel`, :func:`wcs_map_pixel`)."""
     step = fov_arcmin / 60.0 / pixels / oversample
-    offset = (np.arange(pixels * oversample) + 0.5) * step - fov_arcmin / 120.0  # [deg] from the tangent point
-    ix, iy = (np.rint(c - 1.0 + offset / pixel_deg).astype(np.int64) for c in crpix)
-    inside_x, inside_y = (ix >= 0) & (ix < expmap.shape[1]), (iy >= 0) & (iy < expmap.shape[0])
-    samples = np.zeros((iy.size, ix.size))
-    samples[np.ix_(inside_y, inside_x)] = expmap[np.ix_(iy[inside_y], ix[inside_x])]
+    offset = (np.arange(pixels * oversample) + 0.5) * step - fov_arcmin / 120.0  # [deg] from the centre
+    dy, dx = np.meshgrid(offset, offset, indexing="ij")
+    ix, iy = (np.rint(c).astype(np.int64) for c in map_pixel(dx, dy))
+    inside = (ix >= 0) & (ix < expmap.shape[1]) & (iy >= 0) & (iy < expmap.shape[0])
+    samples = np.zeros(ix.shape)
+    samples[inside] = expmap[iy[inside], ix[inside]]
     # SOXS convolves the aspect histogram by FFT: round-off (~1e-12) off the chips, a few % of ringing at the
     # gaps' edges (it keeps the integral, so it is left in).
     samples[samples < ROUNDOFF * full] = 0.0
     return (samples.reshape(pixels, oversample, pixels, oversample).mean(axis=(1, 3)) / full).astype(np.float32)
+
+
+def tangent_map_pixel(crpix: tuple[float, float], pixel_deg: float):
+    """:func:`exposure_fraction`'s ``map_pixel`` for an image centred on the tangent point of a map whose pixels
+    (``pixel_deg`` square, the sky pixels' orientation) put it at FITS pixel ``crpix`` (as the observe stage
+    bins its mocks)."""
+    return lambda dx, dy: (crpix[0] - 1.0 + dx / pixel_deg, crpix[1] - 1.0 + dy / pixel_deg)
+
+
+def wcs_map_pixel(events: Events, center: tuple[float, float], map_wcs):
+    """:func:`exposure_fraction`'s ``map_pixel`` for an image centred on the sky pixel ``center`` of ``events``, from
+    the map's celestial WCS (``map_wcs``: any binning, tangent point or orientation, as CIAO's ``fluximage`` and
+    SOXS's ``make_exposure_map`` write them)."""
+    def map_pixel(dx, dy):
+        ra, dec = events.wcs().wcs_pix2world(center[0] + dx / events.pixel_deg, center[1] + dy / events.pixel_deg, 1)
+        return map_wcs.wcs_world2pix(ra, dec, 0)
+
+    return map_pixel
 
 
 def image_from_event_file(path: str | Path, *, fov_arcmin: float = 20.0, pixels: int = 128,

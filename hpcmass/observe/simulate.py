@@ -197,21 +197,31 @@ def sky_field(setup: Setup, path: Path, prng, source: str | None = None) -> tupl
     return (path if path.exists() else None), view
 
 
+def write_exposure_map(evt: Path, observe: ObserveParams) -> Path:
+    """SOXS's exposure map of the mock ``evt`` (its chips, dither, roll and pointing) at the band's geometric-mean
+    energy, in :data:`EXPOSURE_REBLOCK`-times coarser sky pixels, normalised to the effective area [cm²], written
+    beside it: its path."""
+    import soxs
+
+    path = evt.with_name(f"{evt.stem}_expmap.fits")
+    soxs.make_exposure_map(str(evt), str(path), np.sqrt(observe.emin_kev * observe.emax_kev), overwrite=True,
+                           reblock=EXPOSURE_REBLOCK)
+    return path
+
+
 def exposure_image(evt: Path, observe: ObserveParams, arf: str) -> np.ndarray:
-    """The fraction of the exposure each image pixel of the mock ``evt`` was on the detector, from SOXS's
-    exposure map of it (its chips, dither, roll and pointing) at the band's geometric-mean energy, in
-    :data:`EXPOSURE_REBLOCK`-times coarser sky pixels, over the effective area of ``arf`` there."""
+    """The fraction of the exposure each image pixel of the mock ``evt`` was on the detector: its exposure map
+    (:func:`write_exposure_map`) over the effective area of ``arf`` at the map's energy."""
     import soxs
     from astropy.io import fits
 
-    energy = np.sqrt(observe.emin_kev * observe.emax_kev)
-    path = evt.with_name(f"{evt.stem}_expmap.fits")
-    soxs.make_exposure_map(str(evt), str(path), energy, overwrite=True, reblock=EXPOSURE_REBLOCK)
+    path = write_exposure_map(evt, observe)
     with fits.open(path, memmap=False) as hdul:
         h, expmap = hdul["EXPMAP"].header, np.asarray(hdul["EXPMAP"].data, dtype=np.float64)
     path.unlink()
-    full = float(soxs.AuxiliaryResponseFile(arf).interpolate_area(energy).value)
-    return imaging.exposure_fraction(expmap, full, (h["CRPIX1"], h["CRPIX2"]), abs(h["CDELT1"]),
+    full = float(soxs.AuxiliaryResponseFile(arf).interpolate_area(np.sqrt(observe.emin_kev * observe.emax_kev)).value)
+    return imaging.exposure_fraction(expmap, full, imaging.tangent_map_pixel((h["CRPIX1"], h["CRPIX2"]),
+                                                                             abs(h["CDELT1"])),
                                      fov_arcmin=observe.fov_arcmin, pixels=observe.image_pixels)
 
 

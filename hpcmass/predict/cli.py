@@ -10,7 +10,8 @@ measured at export: :mod:`hpcmass.predict.domain`), each a verdict ``ok``/``warn
 table, JSON and CSV: exposure (a longer one thinned to the training exposure, a shorter one's interval
 widened as calibrated, below the calibrated range refused; for models trained on a range of exposures,
 the counts scaled to their reference exposure as the training images were), field coverage, extended emission
-(no cluster detected: refused) and, a warning only, how unlike the training images the network finds it (its
+(no cluster detected: refused; with the observation's exposure map, ``--expmap``, coverage is the cells it
+exposes and surface brightness is corrected for the exposure) and, a warning only, how unlike the training images the network finds it (its
 penultimate features against the training images'). A refused file gets no mass.
 """
 
@@ -43,6 +44,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--center", metavar="RA,DEC",
                         help="cluster centre, degrees or sexagesimal (e.g. 30.0,45.0 or 02:00:00,+45:00:00); "
                              "default: the X-ray peak of each file")
+    parser.add_argument("--expmap", nargs="+", type=Path, metavar="MAP.fits",
+                        help="the observations' exposure maps (a FITS image with an RA/Dec WCS, as CIAO's fluximage "
+                             "writes it), one per event file in the same order: field coverage is then the cells "
+                             "exposed, and the cluster check corrects surface brightness for the exposure "
+                             "(chip gaps, dithered edges)")
     parser.add_argument("--redshift", type=float, metavar="Z",
                         help="the cluster's redshift, to flag a mismatch with the training redshift (not corrected)")
     parser.add_argument("--json", type=Path, metavar="PATH", dest="json_out", help="write the results as JSON")
@@ -110,33 +116,43 @@ ESTIMATE = ("log_m500c", "lower", "upper", "m500c_msun", "view_spread_dex", "fol
 def checked_image(binned, domain: dict) -> tuple[np.ndarray, np.ndarray, list, float]:
     """The counts checked (thinned to the longest training exposure when longer), the image the models see (those
     counts, scaled to the reference exposure for models trained on a range of them), the domain checks' verdicts
-    and the interval's half-width."""
+    and the interval's half-width. With the observation's exposure map (``binned.exposure``), field coverage is
+    the cells it exposes and the cluster check is exposure-corrected, when the model calibrated that statistic."""
     exposure = checks.exposure_verdict(binned.exposure_s, domain)
     counts = (binned.image if exposure.keep == 1.0 else
               checks.thin(binned.image, exposure.keep, np.random.default_rng(THIN_SEED)))
     image = (counts if exposure.scale_from_ks is None else
              at_exposure(counts, exposure.scale_from_ks, domain["exposure"]["training_ks"]))
     ap = checks.apertures(counts.shape[-1])
-    verdicts = [exposure.verdict, checks.coverage_verdict(checks.field_coverage(counts), domain),
-                checks.cluster_verdict(checks.extended_significance(counts, ap), domain)]
+    exposed = binned.exposure is not None and checks.detection_for(domain, True) is not None
+    expmap = binned.exposure if exposed else None
+    verdicts = [exposure.verdict, checks.coverage_verdict(checks.field_coverage(counts, expmap), domain, exposed),
+                checks.cluster_verdict(checks.extended_significance(counts, ap, expmap),
+                                       checks.detection_for(domain, exposed), exposed)]
     return counts, image, verdicts, exposure.half_width
 
 
-def predict_files(paths, bundle, center_radec=None, redshift: float | None = None) -> list[dict]:
+def predict_files(paths, bundle, center_radec=None, redshift: float | None = None, expmaps=None) -> list[dict]:
     """One result row per event file: centre and its rule, counts, the domain checks' verdicts, and unless refused
-    the central value, interval, spreads, each fold model's mean and the warnings."""
+    the central value, interval, spreads, each fold model's mean and the warnings. ``expmaps``: each file's
+    exposure map (None: none)."""
     from .calibration import interval
     from .events import bin_event_file, check_instrument
 
     img = bundle.image
     instrume = [check_instrument(p, bundle.instrument) for p in paths]
+    expmaps = [None] * len(paths) if expmaps is None else expmaps
+    if len(expmaps) != len(paths):
+        raise ParamsError(f"--expmap: {len(expmaps)} exposure map(s) for {len(paths)} event file(s); give one per "
+                          f"event file, in the same order")
     rows, images, verdicts_of = [], [], []
-    for path in paths:
+    for path, expmap in zip(paths, expmaps):
         b = bin_event_file(path, fov_arcmin=img["fov_arcmin"], pixels=img["pixels"], bands=img["bands_kev"],
-                           center_radec=center_radec)
+                           center_radec=center_radec, expmap=expmap)
         counts, image, verdicts, half_width = checked_image(b, bundle.domain)
         rows.append({"file": str(path), "center_ra_deg": b.center_radec[0], "center_dec_deg": b.center_radec[1],
                      "center_rule": b.center_rule, "counts_in_image": int(counts.sum()), "exposure_s": b.exposure_s,
+                     "exposure_map": None if expmap is None else str(expmap),
                      "verdict": None, "checks": None, "half_width_dex": half_width, **dict.fromkeys(ESTIMATE),
                      "per_fold_log_m500c": [], "warnings": []})
         images.append(image)
@@ -153,6 +169,9 @@ def predict_files(paths, bundle, center_radec=None, redshift: float | None = Non
             row.update(log_m500c=iv.central, lower=iv.lower, upper=iv.upper, m500c_msun=10 ** iv.central,
                        view_spread_dex=iv.view_spread, fold_spread_dex=iv.fold_spread, per_fold_log_m500c=iv.per_fold)
             row["warnings"] = warnings_for(row, bundle, redshift, instrume[i])
+            if expmaps[i] is not None and checks.detection_for(bundle.domain, True) is None:
+                row["warnings"].append("the exposure map is not used: the model was exported before the checks were "
+                                       "calibrated with exposure maps; export it again with `hpcmass export-model`")
     return rows
 
 
@@ -216,7 +235,7 @@ def run(args, params, comm) -> int:
                           "`hpcmass export-model`)")
     bundle = load_bundle(args.model)
     center = parse_center(args.center)
-    rows = predict_files(args.events, bundle, center, args.redshift)
+    rows = predict_files(args.events, bundle, center, args.redshift, args.expmap)
     print(format_table(rows, bundle))
     results = {"model": str(bundle.path), "calibration": bundle.manifest["calibration"],
                "image": bundle.image, "instrument": bundle.instrument, "predictions": rows}

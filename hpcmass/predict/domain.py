@@ -8,7 +8,11 @@
   (Clopper-Pearson). The completeness is the fraction of training images (every cluster and
   projection) above the threshold. Mocks made without point sources (the paper's) get a further
   half as many blank fields with SOXS's point-source background, for the threshold's
-  false-positive rate on a sky like the real one.
+  false-positive rate on a sky like the real one. The exposure-corrected statistic, which
+  ``predict --expmap`` uses, gets its own threshold (``detection.exposure_map``) from the same fields,
+  each read with its SOXS exposure map as predict reads an observation's, and its completeness from
+  the training images with the store's exposure maps (the paper's mocks, all pointed alike, with that
+  of one such view: their one chip is 19.7' wide, not quite the 20' field).
 - **Field coverage**: the held-out images with a strip of the field emptied (:data:`STRIP_FRACTIONS`
   of its side; the 8 views put it on every side) are predicted by their test fold's model. The
   largest strip whose held-out interval coverage stays within :data:`MAX_COVERAGE_DROP` of the
@@ -59,19 +63,38 @@ MAX_COVERAGE_DROP = 0.05
 OOD_LEVEL = 0.95
 
 
-def blank_sky_images(workdir, params, n: int, log=None, key: str = "blank-sky") -> np.ndarray:
+def blank_sky_images(workdir, params, n: int, log=None, key: str = "blank-sky"):
     """``(n, bands, P, P)``: blank-sky mocks of the observe stage's instrument and backgrounds (``params.observe``),
-    binned as predict bins a file; field i seeded by (run seed, ``key``, i)."""
+    binned as predict bins a file, field i seeded by (run seed, ``key``, i); ``(n, P, P)``: the fraction of the
+    exposure each pixel was on the detector, from the mock's SOXS exposure map read as ``predict --expmap`` reads
+    one (centred on the X-ray peak, the field may run past the detector); and for the paper's mocks, whose every
+    view is pointed alike, the exposure image of such a view (:func:`~hpcmass.observe.simulate.exposure_image`,
+    None otherwise: the store holds each view's)."""
+    from ..observe.simulate import exposure_image, write_exposure_map
     from ..observe.stage import blank_sky_fields
     from .events import bin_event_file
 
     p = params.observe
     out = np.zeros((n, len(p.bands), p.image_pixels, p.image_pixels), dtype=np.int32)
+    exposure = np.ones((n, p.image_pixels, p.image_pixels), dtype=np.float32)
+    pointed = None
     seeds = [int_seed(params.run.seed, key, i) for i in range(n)]
-    for i, (_, evt, _) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
+    for i, (setup, evt, _) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
         if evt is not None:  # else no event at all: an empty image
-            out[i] = bin_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands).image
-    return out
+            b = bin_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands,
+                               expmap=write_exposure_map(evt, p))
+            out[i], exposure[i] = b.image, b.exposure
+            if pointed is None and p.full_field:
+                pointed = exposure_image(evt, p, setup.data.arf)
+    return out, exposure, pointed
+
+
+def significances(images, ap: checks.Apertures, exposure=None) -> np.ndarray:
+    """The extended-emission significance of each image ``(n, bands, P, P)``, with its exposure map
+    ``(n, P, P)`` when given."""
+    if exposure is None:
+        return np.array([checks.extended_significance(im, ap) for im in images])
+    return np.array([checks.extended_significance(im, ap, e) for im, e in zip(images, exposure)])
 
 
 def heldout_predictions(models, counts, folds) -> np.ndarray:
@@ -140,12 +163,12 @@ def _false_positives(sig: np.ndarray, threshold: float) -> dict:
             "false_positive_rate_upper95": _upper_limit(false, sig.size)}
 
 
-def _detection(blank_sig: np.ndarray, train_sig: np.ndarray, ap: checks.Apertures, point_sources: bool) -> dict:
+def _detection(blank_sig: np.ndarray, train_sig: np.ndarray, point_sources: bool) -> dict:
     calib, test = blank_sig[: blank_sig.size // 2], blank_sig[blank_sig.size // 2:]
     threshold = float(np.nanmean(calib) + DETECTION_SIGMAS * np.nanstd(calib, ddof=1))
     return {
-        "threshold_sigma": threshold, "apertures_pixels": ap.as_dict(), "rule": f"mean + {DETECTION_SIGMAS:g} sd of the "
-        f"calibration blank fields' significance",
+        "threshold_sigma": threshold, "rule": f"mean + {DETECTION_SIGMAS:g} sd of the calibration blank fields' "
+                                              f"significance",
         "blank_fields": {"n_calibration": int(calib.size), "point_sources": point_sources,
                          "mean": float(np.nanmean(calib)), "sd": float(np.nanstd(calib, ddof=1)),
                          "max": float(np.nanmax(blank_sig))},
@@ -186,19 +209,27 @@ def calibrate_domain(workdir, params, observations, truth, folds, pred, models, 
     flat = counts.reshape(-1, *counts.shape[2:])
     ap = checks.apertures(counts.shape[-1])
     train_cov = np.array([checks.field_coverage(im) for im in flat])
-    train_sig = np.array([checks.extended_significance(im, ap) for im in flat])
+    train_sig = significances(flat, ap)
     if log:
         log.info("domain checks: %d blank-sky mocks for the detection threshold%s", blank_fields,
                  "" if p.point_sources else f", {blank_fields // 2} more with point sources")
-    blank = blank_sky_images(workdir, params, blank_fields, log)
-    detection = _detection(np.array([checks.extended_significance(im, ap) for im in blank]), train_sig, ap,
-                           p.point_sources)
+    blank, blank_exposure, pointed = blank_sky_images(workdir, params, blank_fields, log)
+    detection = {"apertures_pixels": ap.as_dict(), **_detection(significances(blank, ap), train_sig, p.point_sources)}
+    # The training images' exposure maps, as predict --expmap reads an observation's.
+    flat_exposure = (observations.exposure.reshape(-1, *flat.shape[2:]) if observations.exposure is not None else
+                     np.broadcast_to(np.ones(flat.shape[2:], np.float32) if pointed is None else pointed,
+                                     (flat.shape[0], *flat.shape[2:])))
+    train_cov_exposed = np.array([checks.field_coverage(im, e) for im, e in zip(flat, flat_exposure)])
+    train_sig_exposed = significances(flat, ap, flat_exposure)
+    exposed = detection["exposure_map"] = {"statistic": "counts over exposure, pixel by pixel (predict --expmap)",
+                                           **_detection(significances(blank, ap, blank_exposure), train_sig_exposed,
+                                                        p.point_sources)}
     if not p.point_sources:
         # A real sky has point sources even where the mocks have none: the same threshold's rate on such fields.
         with_ps = params.model_copy(update={"observe": p.model_copy(update={"point_sources": True})})
-        sig = [checks.extended_significance(im, ap)
-               for im in blank_sky_images(workdir, with_ps, blank_fields // 2, log, key="blank-sky-point-sources")]
-        detection["with_point_sources"] = _false_positives(np.array(sig), detection["threshold_sigma"])
+        ps, ps_exposure, _ = blank_sky_images(workdir, with_ps, blank_fields // 2, log, key="blank-sky-point-sources")
+        detection["with_point_sources"] = _false_positives(significances(ps, ap), detection["threshold_sigma"])
+        exposed["with_point_sources"] = _false_positives(significances(ps, ap, ps_exposure), exposed["threshold_sigma"])
 
     ranged = observations.view_exposure_ks is not None
     if log:
@@ -235,6 +266,7 @@ def calibrate_domain(workdir, params, observations, truth, folds, pred, models, 
                 "training_median": float(np.median(train_cov)), "refuse_below": refuse_below,
                 "max_coverage_drop": MAX_COVERAGE_DROP, "strips": strips}
     accepted = (train_cov >= refuse_below) & (train_sig >= detection["threshold_sigma"])
+    accepted_exposed = (train_cov_exposed >= refuse_below) & (train_sig_exposed >= exposed["threshold_sigma"])
     if log:
         log.info("domain checks: penultimate features of every image by every fold model")
     ood, features = feature_calibration(models, images, folds, pred, truth)
@@ -246,5 +278,8 @@ def calibrate_domain(workdir, params, observations, truth, folds, pred, models, 
         "exposure": exposure, "ood": ood,
         "heldout_accepted": {"images": int(accepted.sum()), "of": int(accepted.size),
                              "coverage": float(full.covered[accepted].mean()) if accepted.any() else None,
-                             "coverage_all": full_cal.coverage},
+                             "coverage_all": full_cal.coverage,
+                             "exposure_map": {"images": int(accepted_exposed.sum()),
+                                              "coverage": (float(full.covered[accepted_exposed].mean())
+                                                           if accepted_exposed.any() else None)}},
     }, features

@@ -42,6 +42,7 @@ class Binned:
     center_radec: tuple[float, float]
     center_rule: str  # "given" or "X-ray peak"
     exposure_s: float
+    exposure: np.ndarray | None = None  # (P, P) fraction of the exposure on the detector, from an exposure map
 
 
 def _columns(path: Path) -> tuple[list[str], object]:
@@ -163,10 +164,43 @@ def xray_peak(events: imaging.Events, *, bin_arcsec: float, emin_kev: float, ema
     return float(cx), float(cy)
 
 
+def load_exposure_map(path: str | Path) -> tuple[np.ndarray, object]:
+    """An exposure map's image and celestial WCS: the first 2-d image HDU (CIAO's ``fluximage`` writes it in the
+    primary HDU, SOXS's ``make_exposure_map`` in ``EXPMAP``); InputError (one line) otherwise."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    path = Path(path)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim == 2), None)
+            if hdu is None:
+                raise InputError(f"{path}: not an exposure map (no 2-d image HDU; HDUs: "
+                                 f"{', '.join(h.name for h in hdul)})")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                wcs = WCS(hdu.header).celestial
+            expmap = np.nan_to_num(np.asarray(hdu.data, dtype=np.float64))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{path}: not a FITS file ({str(e).splitlines()[0]})") from None
+    if wcs.naxis != 2:
+        raise InputError(f"{path}: the exposure map has no RA/Dec WCS (CTYPE1/2 RA---TAN/DEC--TAN) to place it on "
+                         f"the events with")
+    if not (expmap.max() > 0):
+        raise InputError(f"{path}: the exposure map is zero everywhere")
+    return expmap, wcs
+
+
 def bin_event_file(path: str | Path, *, fov_arcmin: float, pixels: int, bands,
-                   center_radec: tuple[float, float] | None = None) -> Binned:
+                   center_radec: tuple[float, float] | None = None, expmap: str | Path | None = None) -> Binned:
     """The training image of an event file: checked, centred (given centre or X-ray peak; found in the broad
-    band the energy ``bands`` cover), binned in each band."""
+    band the energy ``bands`` cover), binned in each band; with the exposure map ``expmap`` (a FITS image with
+    an RA/Dec WCS), the fraction of the exposure each image pixel was on the detector, relative to the map's
+    maximum."""
     emin_kev, emax_kev = bands[0][0], bands[-1][1]
     events = load_events(path)
     pixel_arcsec = images.pixel_arcsec(fov_arcmin, pixels)
@@ -185,4 +219,12 @@ def bin_event_file(path: str | Path, *, fov_arcmin: float, pixels: int, bands,
                          f"area the events cover")
     image = imaging.image_from_events(events, fov_arcmin=fov_arcmin, pixels=pixels, bands=bands,
                                       center_radec=center_radec)
-    return Binned(image, (float(center_radec[0]), float(center_radec[1])), rule, events.exposure_s)
+    exposure = None
+    if expmap is not None:
+        values, wcs = load_exposure_map(expmap)
+        exposure = imaging.exposure_fraction(values, float(values.max()), imaging.wcs_map_pixel(events, (cx, cy), wcs),
+                                             fov_arcmin=fov_arcmin, pixels=pixels)
+        if not exposure.any():
+            raise InputError(f"{expmap}: the exposure map covers none of {path}'s image field (centre RA, Dec = "
+                             f"{center_radec[0]:.5f}, {center_radec[1]:+.5f}): not this observation's map?")
+    return Binned(image, (float(center_radec[0]), float(center_radec[1])), rule, events.exposure_s, exposure)

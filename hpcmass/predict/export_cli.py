@@ -39,11 +39,12 @@ def run(args, params, comm) -> int:
     print(f"{out}: {len(manifest['models'])} fold models; 68% interval = central ± {cal['half_width']:.3f} dex; "
           f"measured coverage on held-out images {100 * cal['coverage']:.1f}% ({cal['covered']}/{cal['n_images']}, "
           f"leave-one-fold-out)")
-    fp = [f"{d['false_positives']}/{d['n_test']} blank fields{what} (95% upper limit "
-          f"{100 * d['false_positive_rate_upper95']:.0f}%)"
-          for d, what in ((det, ""), (det.get("with_point_sources"), " with point sources")) if d]
-    print(f"cluster detection: threshold {det['threshold_sigma']:.1f} sigma; false positives {', '.join(fp)}; "
-          f"completeness {100 * det['completeness']:.1f}% of {det['n_training_images']} training images")
+    for name, d in (("cluster detection", det), ("with an exposure map (predict --expmap)", det["exposure_map"])):
+        fp = [f"{f['false_positives']}/{f['n_test']} blank fields{what} (95% upper limit "
+              f"{100 * f['false_positive_rate_upper95']:.0f}%)"
+              for f, what in ((d, ""), (d.get("with_point_sources"), " with point sources")) if f]
+        print(f"{name}: threshold {d['threshold_sigma']:.1f} sigma; false positives {', '.join(fp)}; "
+              f"completeness {100 * d['completeness']:.1f}% of {d['n_training_images']} training images")
     print(f"field coverage: refused below {100 * cov['refuse_below']:.0f}% of the cells (every training image: "
           f"{100 * cov['training_min']:.0f}% or more); exposure: refused below "
           f"{dom['exposure']['min_fraction'] * dom['exposure']['training_ks']:.3g} ks")
@@ -60,7 +61,8 @@ def run(args, params, comm) -> int:
           f"median {held['median']:.3g}); false alarms on held-out images {held['false_alarms']}/{held['n_images']} "
           f"(leave-one-fold-out); held-out rms error {off}")
     acc = dom["heldout_accepted"]
-    if acc["coverage"] is not None:
-        print(f"held-out images the checks accept: {acc['images']}/{acc['of']}, interval coverage "
-              f"{100 * acc['coverage']:.1f}% (all: {100 * acc['coverage_all']:.1f}%)")
+    for name, a in (("", acc), (" with their exposure maps", acc["exposure_map"])):
+        if a["coverage"] is not None:
+            print(f"held-out images the checks accept{name}: {a['images']}/{acc['of']}, interval coverage "
+                  f"{100 * a['coverage']:.1f}% (all: {100 * acc['coverage_all']:.1f}%)")
     return 0

@@ -21,11 +21,11 @@ from .cli import checked_image
 from .events import Binned
 
 
-def through_model(bundle, counts, view_ks, folds, truth) -> dict:
-    """Images ``counts`` ``(n, axes, bands, P, P)`` observed for ``view_ks`` ``(n, axes)`` [ks], of clusters in
-    ``folds`` with true log10 M500c ``truth``, through ``bundle``'s test-fold models: how many each check
-    refuses, and the residuals, interval coverage and out-of-distribution warnings (all images, and those no
-    check refuses)."""
+def through_model(bundle, counts, view_ks, folds, truth, exposure=None) -> dict:
+    """Images ``counts`` ``(n, axes, bands, P, P)`` observed for ``view_ks`` ``(n, axes)`` [ks], with their
+    exposure maps ``(n, axes, P, P)`` (None: none, as predict without ``--expmap``), of clusters in ``folds``
+    with true log10 M500c ``truth``, through ``bundle``'s test-fold models: how many each check refuses, and the
+    residuals, interval coverage and out-of-distribution warnings (all images, and those no check refuses)."""
     from ..train.model import predict_with_features, with_features
 
     n, n_axes = counts.shape[:2]
@@ -37,8 +37,9 @@ def through_model(bundle, counts, view_ks, folds, truth) -> dict:
     accepted = np.zeros((n, n_axes), dtype=bool)
     images = np.zeros(counts.shape, dtype=np.float32)
     for c, a in np.ndindex(n, n_axes):
-        _, images[c, a], verdicts, half[c, a] = checked_image(Binned(counts[c, a], (0.0, 0.0), "store",
-                                                                     1e3 * float(view_ks[c, a])), bundle.domain)
+        binned = Binned(counts[c, a], (0.0, 0.0), "store", 1e3 * float(view_ks[c, a]),
+                        None if exposure is None else exposure[c, a])
+        _, images[c, a], verdicts, half[c, a] = checked_image(binned, bundle.domain)
         for v in verdicts:
             if v.verdict == "refuse":
                 refused[v.check] = refused.get(v.check, 0) + 1

@@ -132,9 +132,10 @@ def transfers(a: Run, b: Run) -> dict:
             view_ks = (np.full(obs.counts.shape[:2], obs.exposure_ks) if obs.view_exposure_ks is None
                        else obs.view_exposure_ks)
             rows.append({"models": str(models_run.workdir), "images": str(images_run.workdir),
-                         **through_model(bundle, obs.counts, view_ks, a.folds, a.log_m500c)})
-    return {"rows": rows, "rule": "each image at its own exposure through predict's checks, predicted and scored "
-                                  "by its test fold's model; interval ± the model's h at that exposure"}
+                         **through_model(bundle, obs.counts, view_ks, a.folds, a.log_m500c, obs.exposure)})
+    return {"rows": rows, "rule": "each image through predict's checks at its own exposure and, where the store has "
+                                  "one, with its exposure map as predict --expmap reads one; predicted and scored by "
+                                  "its test fold's model; interval ± the model's h at that exposure"}
 
 
 def compare(workdir_a, workdir_b, n_resamples: int = 1000) -> dict:
