@@ -760,7 +760,8 @@ def exposure_maps(trained, sky_mocks, tmp_path_factory):
 
     wd, out, _, _ = trained
     scratch = tmp_path_factory.mktemp("expmaps")
-    files = [Path(shutil.copy(f, scratch)) for f in (*sky_mocks, wd / "observe" / "events" / "cluster000004_x_evt.fits")]
+    cluster = wd / "observe" / "events" / "cluster000004_x_evt.fits"
+    files = [Path(shutil.copy(f, scratch)) for f in (*sky_mocks, cluster)]
     observe = load_params(out / "params.yaml").observe
     with contextlib.chdir(scratch), quiet_libraries():
         return [(f, write_exposure_map(f, observe)) for f in files]
@@ -777,7 +778,7 @@ def test_predict_with_exposure_maps_uses_the_exposure_corrected_cluster_check(tr
     rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
     detection = json.loads((out / "model.json").read_text())["domain"]["detection"]["exposure_map"]
     assert [r["exposure_map"] for r in rows] == [str(m) for m in maps]
-    assert [r["verdict"] for r in rows[:2]] == ["refuse"] * 2 and rows[2]["verdict"] != "refuse", (rows[2]["checks"], detection)
+    assert [r["verdict"] for r in rows[:2]] == ["refuse"] * 2 and rows[2]["verdict"] != "refuse", rows[2]["checks"]
     for row, evt, expmap in zip(rows, events, maps):
         cluster = row["checks"]["cluster"]
         assert cluster["reason"].endswith(f"(threshold {detection['threshold_sigma']:.1f}, from blank-sky mocks; "
@@ -793,6 +794,17 @@ def test_predict_with_exposure_maps_uses_the_exposure_corrected_cluster_check(tr
     # One map per event file, in order.
     proc = hpcmass("predict", *events, "--model", out, "--expmap", maps[0], env=env)
     assert proc.returncode == 2 and "--expmap: 1 exposure map(s) for 3 event file(s)" in proc.stderr
+    # A model exported before the statistic was calibrated with exposure maps counts, and says so.
+    model = shutil.copytree(out, tmp_path / "model")
+    manifest = json.loads((model / "model.json").read_text())
+    del manifest["domain"]["detection"]["exposure_map"]
+    (model / "model.json").write_text(json.dumps(manifest))
+    proc = hpcmass("predict", events[2], "--model", model, "--expmap", maps[2], "--json", tmp_path / "old.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    old = json.loads((tmp_path / "old.json").read_text())["predictions"][0]
+    assert old["checks"]["cluster"]["reason"].endswith("from blank-sky mocks)")
+    assert old["checks"]["coverage"]["reason"].endswith("of the field's cells hold events")
+    assert "warning: the exposure map is not used: the model was exported before" in proc.stdout
 
 
 @pytest.mark.slow

@@ -11,8 +11,9 @@ table, JSON and CSV: exposure (a longer one thinned to the training exposure, a 
 widened as calibrated, below the calibrated range refused; for models trained on a range of exposures,
 the counts scaled to their reference exposure as the training images were), field coverage, extended emission
 (no cluster detected: refused; with the observation's exposure map, ``--expmap``, coverage is the cells it
-exposes and surface brightness is corrected for the exposure) and, a warning only, how unlike the training images the network finds it (its
-penultimate features against the training images'). A refused file gets no mass.
+exposes and surface brightness is corrected for the exposure) and, a warning only, how unlike the training
+images the network finds it (its penultimate features against the training images'). A refused file gets no
+mass.
 """
 
 from __future__ import annotations
