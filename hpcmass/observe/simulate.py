@@ -197,6 +197,11 @@ def sky_field(setup: Setup, path: Path, prng, source: str | None = None) -> tupl
     return (path if path.exists() else None), view
 
 
+def _map_energy_kev(observe: ObserveParams) -> float:
+    """The energy the exposure maps are made at: the band's geometric mean."""
+    return float(np.sqrt(observe.emin_kev * observe.emax_kev))
+
+
 def write_exposure_map(evt: Path, observe: ObserveParams) -> Path:
     """SOXS's exposure map of the mock ``evt`` (its chips, dither, roll and pointing) at the band's geometric-mean
     energy, in :data:`EXPOSURE_REBLOCK`-times coarser sky pixels, normalised to the effective area [cm²], written
@@ -204,25 +209,32 @@ def write_exposure_map(evt: Path, observe: ObserveParams) -> Path:
     import soxs
 
     path = evt.with_name(f"{evt.stem}_expmap.fits")
-    soxs.make_exposure_map(str(evt), str(path), np.sqrt(observe.emin_kev * observe.emax_kev), overwrite=True,
-                           reblock=EXPOSURE_REBLOCK)
+    soxs.make_exposure_map(str(evt), str(path), _map_energy_kev(observe), overwrite=True, reblock=EXPOSURE_REBLOCK)
     return path
 
 
-def exposure_image(evt: Path, observe: ObserveParams, arf: str) -> np.ndarray:
-    """The fraction of the exposure each image pixel of the mock ``evt`` was on the detector: its exposure map
-    (:func:`write_exposure_map`) over the effective area of ``arf`` at the map's energy."""
+def map_exposure_image(expmap: Path, observe: ObserveParams, arf: str) -> np.ndarray:
+    """The fraction of the exposure each image pixel (the field centred on the tangent point, as the observe stage
+    bins its mocks) was on the detector: the map ``expmap`` of :func:`write_exposure_map` over the effective area of
+    ``arf`` at the map's energy."""
     import soxs
     from astropy.io import fits
 
-    path = write_exposure_map(evt, observe)
-    with fits.open(path, memmap=False) as hdul:
-        h, expmap = hdul["EXPMAP"].header, np.asarray(hdul["EXPMAP"].data, dtype=np.float64)
-    path.unlink()
-    full = float(soxs.AuxiliaryResponseFile(arf).interpolate_area(np.sqrt(observe.emin_kev * observe.emax_kev)).value)
-    return imaging.exposure_fraction(expmap, full, imaging.tangent_map_pixel((h["CRPIX1"], h["CRPIX2"]),
+    with fits.open(expmap, memmap=False) as hdul:
+        h, values = hdul["EXPMAP"].header, np.asarray(hdul["EXPMAP"].data, dtype=np.float64)
+    full = float(soxs.AuxiliaryResponseFile(arf).interpolate_area(_map_energy_kev(observe)).value)
+    return imaging.exposure_fraction(values, full, imaging.tangent_map_pixel((h["CRPIX1"], h["CRPIX2"]),
                                                                              abs(h["CDELT1"])),
                                      fov_arcmin=observe.fov_arcmin, pixels=observe.image_pixels)
+
+
+def exposure_image(evt: Path, observe: ObserveParams, arf: str) -> np.ndarray:
+    """:func:`map_exposure_image` of the mock ``evt``'s exposure map, written for it and removed after."""
+    path = write_exposure_map(evt, observe)
+    try:
+        return map_exposure_image(path, observe, arf)
+    finally:
+        path.unlink()
 
 
 def _keep(src: Path, dst: Path) -> Path:

@@ -68,9 +68,9 @@ def blank_sky_images(workdir, params, n: int, log=None, key: str = "blank-sky"):
     binned as predict bins a file, field i seeded by (run seed, ``key``, i); ``(n, P, P)``: the fraction of the
     exposure each pixel was on the detector, from the mock's SOXS exposure map read as ``predict --expmap`` reads
     one (centred on the X-ray peak, the field may run past the detector); and for the paper's mocks, whose every
-    view is pointed alike, the exposure image of such a view (:func:`~hpcmass.observe.simulate.exposure_image`,
+    view is pointed alike, the exposure image of such a view (:func:`~hpcmass.observe.simulate.map_exposure_image`,
     None otherwise: the store holds each view's)."""
-    from ..observe.simulate import exposure_image, write_exposure_map
+    from ..observe.simulate import map_exposure_image, write_exposure_map
     from ..observe.stage import blank_sky_fields
     from .events import bin_event_file
 
@@ -81,11 +81,11 @@ def blank_sky_images(workdir, params, n: int, log=None, key: str = "blank-sky"):
     seeds = [int_seed(params.run.seed, key, i) for i in range(n)]
     for i, (setup, evt, _) in enumerate(blank_sky_fields(workdir, params, seeds, log)):
         if evt is not None:  # else no event at all: an empty image
-            b = bin_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands,
-                               expmap=write_exposure_map(evt, p))
+            expmap = write_exposure_map(evt, p)
+            b = bin_event_file(evt, fov_arcmin=p.fov_arcmin, pixels=p.image_pixels, bands=p.bands, expmap=expmap)
             out[i], exposure[i] = b.image, b.exposure
             if pointed is None and p.full_field:
-                pointed = exposure_image(evt, p, setup.data.arf)
+                pointed = map_exposure_image(expmap, p, setup.data.arf)
     return out, exposure, pointed
 
 
